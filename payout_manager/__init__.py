@@ -1,0 +1,1 @@
+"""The payout manager: pays merchants' money out, keeps the books, publishes every change."""

@@ -1,0 +1,74 @@
+"""`payout-manager`: the one command line program (SPEC 4)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from payout_manager import settings as settings_module
+from payout_manager.settings import Settings, SettingsError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="payout-manager", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    commands.add_parser("migrate", help="bring the database schema up to date (idempotent)")
+
+    serve = commands.add_parser("serve", help="serve PayoutManagement, Accounter, health and reflection")
+    serve.add_argument("--address", help="HOST:PORT to listen on (default: PM_GRPC_ADDRESS)")
+    serve.add_argument("--workers", type=int, default=1, help="server processes sharing the port")
+
+    party = commands.add_parser("party-management", help="the reference PartyManagement server")
+    party.add_argument("--config", type=Path, required=True, help="the JSON file of parties and shops")
+    party.add_argument("--address", help="HOST:PORT to listen on (default: PM_PARTY_MANAGEMENT_ADDRESS)")
+
+    demo = commands.add_parser(
+        "demo",
+        help="PostgreSQL from the wheel, migrations, a funded demo shop, PartyManagement and serve",
+    )
+    demo.add_argument("--data-dir", type=Path, default=Path(".demo"), help="where the demo keeps its state")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        settings = settings_module.load()
+        _run(args, settings)
+    except SettingsError as error:
+        print(f"payout-manager: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> None:
+    if args.command == "migrate":
+        from payout_manager.storage import migrations
+
+        migrations.upgrade(settings.require_database_url())
+    elif args.command == "serve":
+        from payout_manager.api import server
+
+        if args.workers < 1:
+            raise SettingsError("--workers is malformed: it must be at least 1")
+        address = settings_module.address("--address", args.address) if args.address else None
+        settings.require_database_url()
+        server.serve(settings, address=address or settings.grpc_address, workers=args.workers)
+    elif args.command == "party-management":
+        from clients.party_management import reference_server
+
+        address = args.address or settings.party_management_address
+        try:
+            reference_server.serve(args.config, settings_module.address("--address", address))
+        except reference_server.ConfigError as error:
+            raise SettingsError(str(error)) from None
+    elif args.command == "demo":
+        from payout_manager import demo
+
+        demo.run(args.data_dir, settings)

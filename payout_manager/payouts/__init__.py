@@ -1,0 +1,1 @@
+"""Payouts: the payout aggregate, its rules and the service that runs them."""

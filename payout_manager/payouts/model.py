@@ -1,0 +1,192 @@
+"""The payout aggregate: its states, its transitions and the events they record.
+
+No I/O here: the service loads a payout, asks it to change, and stores what it recorded.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+
+from payout_manager.errors import Reason, Refusal
+from payout_manager.payouts.cash_flow import CashFlowPosting
+
+
+class PayoutStatus(enum.Enum):
+    UNPAID = "UNPAID"
+    PAID = "PAID"
+    CONFIRMED = "CONFIRMED"
+    CANCELLED = "CANCELLED"
+
+
+class Accounting(enum.Enum):
+    """What a transition does to the payout's posting plan."""
+
+    NONE = "NONE"
+    COMMIT = "COMMIT"
+    ROLLBACK = "ROLLBACK"
+    REVERT = "REVERT"
+
+
+# (from, to) -> accounting, exactly the transition table of SPEC 1.1.
+TRANSITIONS: dict[tuple[PayoutStatus, PayoutStatus], Accounting] = {
+    (PayoutStatus.UNPAID, PayoutStatus.PAID): Accounting.NONE,
+    (PayoutStatus.UNPAID, PayoutStatus.CONFIRMED): Accounting.COMMIT,
+    (PayoutStatus.PAID, PayoutStatus.CONFIRMED): Accounting.COMMIT,
+    (PayoutStatus.UNPAID, PayoutStatus.CANCELLED): Accounting.ROLLBACK,
+    (PayoutStatus.PAID, PayoutStatus.CANCELLED): Accounting.ROLLBACK,
+    (PayoutStatus.CONFIRMED, PayoutStatus.CANCELLED): Accounting.REVERT,
+}
+
+
+@dataclass(frozen=True)
+class PayoutRequest:
+    """What a caller asks for; two creates with one payout id must ask for the same."""
+
+    payout_id: str
+    party_id: str
+    shop_id: str
+    amount: int
+    currency: str
+    payout_tool_id: str
+    metadata: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Payout:
+    payout_id: str
+    party_id: str
+    shop_id: str
+    status: PayoutStatus
+    created_at: datetime
+    updated_at: datetime
+    requested_amount: int
+    requested_payout_tool_id: str
+    payout_tool_id: str
+    amount: int
+    fee: int
+    currency: str
+    cash_flow: tuple[CashFlowPosting, ...]
+    metadata: Mapping[str, str]
+    cancel_details: str = ""
+    revision: int = 1
+
+    @property
+    def plan_id(self) -> str:
+        return f"payout_{self.payout_id}"
+
+    @property
+    def revert_plan_id(self) -> str:
+        return f"revert_payout_{self.payout_id}"
+
+    def was_requested_as(self, request: PayoutRequest) -> bool:
+        """Whether `request` repeats the create that made this payout (idempotent replay)."""
+        return (
+            request.party_id == self.party_id
+            and request.shop_id == self.shop_id
+            and request.amount == self.requested_amount
+            and request.currency == self.currency
+            and request.payout_tool_id == self.requested_payout_tool_id
+            and dict(request.metadata) == dict(self.metadata)
+        )
+
+
+@dataclass(frozen=True)
+class PayoutCreated:
+    pass
+
+
+@dataclass(frozen=True)
+class PayoutStatusChanged:
+    status: PayoutStatus
+    details: str = ""
+
+
+PayoutChange = PayoutCreated | PayoutStatusChanged
+
+
+@dataclass(frozen=True)
+class PayoutEvent:
+    """One change of one payout, with the payout as it is after the change."""
+
+    payout_id: str
+    sequence_id: int
+    created_at: datetime
+    change: PayoutChange
+    payout: Payout
+    event_id: str = field(default="")
+
+
+def create(
+    request: PayoutRequest,
+    *,
+    payout_tool_id: str,
+    amount: int,
+    fee: int,
+    cash_flow: Sequence[CashFlowPosting],
+    now: datetime,
+) -> tuple[Payout, PayoutEvent]:
+    """A new UNPAID payout at revision 1 and its `created` event."""
+    payout = Payout(
+        payout_id=request.payout_id,
+        party_id=request.party_id,
+        shop_id=request.shop_id,
+        status=PayoutStatus.UNPAID,
+        created_at=now,
+        updated_at=now,
+        requested_amount=request.amount,
+        requested_payout_tool_id=request.payout_tool_id,
+        payout_tool_id=payout_tool_id,
+        amount=amount,
+        fee=fee,
+        currency=request.currency,
+        cash_flow=tuple(cash_flow),
+        metadata=dict(request.metadata),
+        revision=1,
+    )
+    return payout, PayoutEvent(payout.payout_id, 1, now, PayoutCreated(), payout)
+
+
+@dataclass(frozen=True)
+class Transition:
+    """The outcome of asking a payout to move to a status."""
+
+    payout: Payout
+    accounting: Accounting
+    event: PayoutEvent | None
+
+    @property
+    def changed(self) -> bool:
+        return self.event is not None
+
+
+def transition(payout: Payout, target: PayoutStatus, *, now: datetime, details: str = "") -> Transition:
+    """Moves `payout` to `target` by the transition table, or refuses with INVALID_PAYOUT_STATUS.
+
+    Asking for the status the payout already has is a no-op: same payout, no event.
+    """
+    if payout.status is target:
+        return Transition(payout, Accounting.NONE, None)
+    accounting = TRANSITIONS.get((payout.status, target))
+    if accounting is None:
+        raise Refusal(
+            Reason.INVALID_PAYOUT_STATUS,
+            f"payout {payout.payout_id} is {payout.status.value}; it cannot become {target.value}",
+        )
+    changed = replace(
+        payout,
+        status=target,
+        updated_at=now,
+        revision=payout.revision + 1,
+        cancel_details=details if target is PayoutStatus.CANCELLED else payout.cancel_details,
+    )
+    event = PayoutEvent(
+        payout.payout_id,
+        changed.revision,
+        now,
+        PayoutStatusChanged(target, details if target is PayoutStatus.CANCELLED else ""),
+        changed,
+    )
+    return Transition(changed, accounting, event)

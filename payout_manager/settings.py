@@ -1,0 +1,101 @@
+"""The one settings object, read from the environment (SPEC 4); flags may override it.
+
+A missing or malformed setting stops the program at start with one line naming it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+
+class SettingsError(Exception):
+    """A setting is missing or malformed; the message is the one line to print."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str | None
+    grpc_address: str = "127.0.0.1:8022"
+    party_management_address: str = "127.0.0.1:8023"
+    kafka_bootstrap_servers: str | None = None
+    kafka_topic: str = "pm-events-payout"
+    # How long one PartyManagement call may take, and how long a request may wait for retries.
+    party_management_timeout: float = 2.0
+    database_pool_size: int = 10
+    shutdown_grace: float = 10.0
+
+    def require_database_url(self) -> str:
+        if not self.database_url:
+            raise SettingsError("PM_DATABASE_URL is not set: give the PostgreSQL URL, e.g. postgresql://...")
+        return self.database_url
+
+
+def address(name: str, value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise SettingsError(f"{name} is malformed: {value!r} is not HOST:PORT")
+    return value
+
+
+def _positive_float(name: str, value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise SettingsError(f"{name} is malformed: {value!r} is not a number of seconds") from None
+    if not number > 0 or number == float("inf"):
+        raise SettingsError(f"{name} is malformed: {value!r} must be a positive number of seconds")
+    return number
+
+
+def _positive_int(name: str, value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise SettingsError(f"{name} is malformed: {value!r} must be a positive whole number")
+    return int(value)
+
+
+def database_url(name: str, value: str) -> str:
+    """Checks a PostgreSQL URL without connecting; the password never appears in the error."""
+    try:
+        url: URL = make_url(value)
+    except ArgumentError:
+        raise SettingsError(f"{name} is malformed: not a database URL") from None
+    if url.get_backend_name() != "postgresql":
+        raise SettingsError(f"{name} is malformed: {url.drivername!r} is not a postgresql URL")
+    return value
+
+
+def load(environ: Mapping[str, str] | None = None) -> Settings:
+    """Reads every PM_* setting; raises SettingsError naming the first bad one."""
+    env = os.environ if environ is None else environ
+
+    def get(name: str) -> str | None:
+        value = env.get(name)
+        return value.strip() if value is not None and value.strip() else None
+
+    url = get("PM_DATABASE_URL")
+    defaults = Settings(database_url=None)
+    return Settings(
+        database_url=database_url("PM_DATABASE_URL", url) if url else None,
+        grpc_address=address("PM_GRPC_ADDRESS", get("PM_GRPC_ADDRESS") or defaults.grpc_address),
+        party_management_address=address(
+            "PM_PARTY_MANAGEMENT_ADDRESS",
+            get("PM_PARTY_MANAGEMENT_ADDRESS") or defaults.party_management_address,
+        ),
+        kafka_bootstrap_servers=get("PM_KAFKA_BOOTSTRAP_SERVERS"),
+        kafka_topic=get("PM_KAFKA_TOPIC") or defaults.kafka_topic,
+        party_management_timeout=_positive_float(
+            "PM_PARTY_MANAGEMENT_TIMEOUT",
+            get("PM_PARTY_MANAGEMENT_TIMEOUT") or str(defaults.party_management_timeout),
+        ),
+        database_pool_size=_positive_int(
+            "PM_DATABASE_POOL_SIZE", get("PM_DATABASE_POOL_SIZE") or str(defaults.database_pool_size)
+        ),
+        shutdown_grace=_positive_float(
+            "PM_SHUTDOWN_GRACE", get("PM_SHUTDOWN_GRACE") or str(defaults.shutdown_grace)
+        ),
+    )
