@@ -1,0 +1,3 @@
+from payout_manager.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Accounting: the shumway-like double-entry ledger with hold / commit / rollback."""

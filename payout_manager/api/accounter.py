@@ -1,0 +1,53 @@
+"""accounter.v1.Accounter: the ledger for back-office funding and inspection (SPEC 1.2)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import grpc
+
+from payout_manager.api import convert
+from payout_manager.proto.accounter.v1 import accounter_pb2 as pb
+from payout_manager.storage.database import Database
+from payout_manager.storage.ledger import Ledger
+
+
+class AccounterServicer:
+    def __init__(
+        self, database: Database, *, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    ) -> None:
+        self._database = database
+        self._clock = clock
+
+    def CreateAccount(self, request: pb.CreateAccountRequest, context: grpc.ServicerContext) -> pb.Account:
+        account = self._database.transaction(
+            lambda c: Ledger(c).create_account(request.currency, request.description)
+        )
+        return convert.account_to_proto(account)
+
+    def GetAccount(self, request: pb.GetAccountRequest, context: grpc.ServicerContext) -> pb.Account:
+        at = convert.moment("at", request.at) if request.HasField("at") else None
+        account = self._database.transaction(lambda c: Ledger(c).get_account(request.account_id, at))
+        return convert.account_to_proto(account)
+
+    def Hold(self, request: pb.HoldRequest, context: grpc.ServicerContext) -> pb.PostingPlanLog:
+        batch = convert.batch(request)
+        accounts = self._database.transaction(lambda c: Ledger(c).hold(request.plan_id, batch, self._clock()))
+        return convert.plan_log(accounts)
+
+    def CommitPlan(self, request: pb.CommitPlanRequest, context: grpc.ServicerContext) -> pb.PostingPlanLog:
+        accounts = self._database.transaction(lambda c: Ledger(c).commit_plan(request.plan_id, self._clock()))
+        return convert.plan_log(accounts)
+
+    def RollbackPlan(
+        self, request: pb.RollbackPlanRequest, context: grpc.ServicerContext
+    ) -> pb.PostingPlanLog:
+        accounts = self._database.transaction(
+            lambda c: Ledger(c).rollback_plan(request.plan_id, self._clock())
+        )
+        return convert.plan_log(accounts)
+
+    def GetPlan(self, request: pb.GetPlanRequest, context: grpc.ServicerContext) -> pb.PostingPlan:
+        plan = self._database.transaction(lambda c: Ledger(c).get_plan(request.plan_id))
+        return convert.plan_to_proto(plan)

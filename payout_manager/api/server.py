@@ -1,0 +1,158 @@
+"""The composition root: wires storage, PartyManagement and the servicers into a gRPC server.
+
+`serve` runs one process, or `--workers N` processes that share the port with SO_REUSEPORT (the
+kernel spreads connections among them). SIGTERM: health NOT_SERVING, in-flight calls finish within
+the grace period, then the resources close.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import signal
+import socket
+import sys
+import threading
+from concurrent import futures
+from dataclasses import dataclass, field
+from types import FrameType
+
+import grpc
+from clients.party_management.client import PartyManagementClient
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from payout_manager.api.accounter import AccounterServicer
+from payout_manager.api.handlers import service_handler
+from payout_manager.api.payout_management import PayoutManagementServicer
+from payout_manager.payouts.service import PayoutService
+from payout_manager.proto.accounter.v1 import accounter_pb2
+from payout_manager.proto.payout_manager.v1 import payout_manager_pb2
+from payout_manager.settings import Settings
+from payout_manager.storage.database import Database, create_database_engine
+
+log = logging.getLogger(__name__)
+
+SERVICES = (
+    payout_manager_pb2.DESCRIPTOR.services_by_name["PayoutManagement"],
+    accounter_pb2.DESCRIPTOR.services_by_name["Accounter"],
+)
+
+
+@dataclass
+class RunningServer:
+    """A started server and what it must close when it stops."""
+
+    server: grpc.Server
+    port: int
+    health: health.HealthServicer
+    database: Database
+    party_management: PartyManagementClient
+    stopped: threading.Event = field(default_factory=threading.Event)
+
+    def stop(self, grace: float) -> None:
+        """Refuses new calls, lets in-flight ones finish within `grace` seconds, then closes."""
+        self.health.enter_graceful_shutdown()
+        self.server.stop(grace).wait()
+        self.party_management.close()
+        self.database.dispose()
+        self.stopped.set()
+
+
+def build_server(settings: Settings, address: str) -> RunningServer:
+    """Builds and starts a server on `address` (port 0 picks one); returns it with its port."""
+    database = Database(
+        create_database_engine(settings.require_database_url(), pool_size=settings.database_pool_size)
+    )
+    party_management = PartyManagementClient(
+        settings.party_management_address, call_timeout=settings.party_management_timeout
+    )
+    payouts = PayoutService(database, party_management)
+
+    # One thread per pooled connection (plus overflow): more threads would only queue on the pool.
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=settings.database_pool_size * 2, thread_name_prefix="grpc"),
+        options=[("grpc.so_reuseport", 1)],
+    )
+    server.add_generic_rpc_handlers(
+        (
+            service_handler(SERVICES[0], PayoutManagementServicer(payouts)),
+            service_handler(SERVICES[1], AccounterServicer(database)),
+        )
+    )
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = [s.full_name for s in SERVICES]
+    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"cannot listen on {address}")
+    server.start()
+    for name in ["", *names]:
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return RunningServer(server, port, health_servicer, database, party_management)
+
+
+def _on_stop_signals(stop: threading.Event) -> None:
+    def handle(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+
+
+def run_worker(settings: Settings, address: str) -> None:
+    """One server process: serves until SIGTERM or SIGINT, then shuts down gracefully."""
+    stop = threading.Event()
+    _on_stop_signals(stop)
+    running = build_server(settings, address)
+    log.info("serving on port %d", running.port)
+    stop.wait()
+    log.info("stopping: in-flight calls have %.0f s to finish", settings.shutdown_grace)
+    running.stop(settings.shutdown_grace)
+
+
+def _resolve_port(address: str) -> str:
+    host, _, port = address.rpartition(":")
+    if port != "0":
+        return address
+    with socket.socket(socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET) as probe:
+        probe.bind((host.strip("[]"), 0))
+        return f"{host}:{probe.getsockname()[1]}"
+
+
+def serve(settings: Settings, *, address: str, workers: int) -> None:
+    """Serves in this process, or in `workers` processes sharing one port."""
+    if workers == 1:
+        run_worker(settings, address)
+        return
+    address = _resolve_port(address)
+    # spawn, not fork: gRPC's threads must not be forked.
+    context = multiprocessing.get_context("spawn")
+    processes = [
+        context.Process(target=_worker_main, args=(settings, address), name=f"worker-{n}")
+        for n in range(workers)
+    ]
+    stop = threading.Event()
+    _on_stop_signals(stop)
+    for process in processes:
+        process.start()
+    log.info("%d workers serving on %s", workers, address)
+    while not stop.is_set() and all(p.is_alive() for p in processes):
+        stop.wait(0.5)
+    for process in processes:
+        if process.is_alive() and process.pid is not None:
+            process.terminate()
+    for process in processes:
+        process.join()
+    failed = [p for p in processes if p.exitcode not in (0, -signal.SIGTERM)]
+    if failed and not stop.is_set():
+        log.error("worker %s exited with %s; stopped the others", failed[0].name, failed[0].exitcode)
+        sys.exit(1)
+
+
+def _worker_main(settings: Settings, address: str) -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(processName)s %(name)s %(message)s"
+    )
+    run_worker(settings, address)

@@ -1,0 +1,1 @@
+"""Events: the wire form of payout changes, as stored, served and published."""

@@ -1,0 +1,76 @@
+"""Domain payouts and events to their protobuf form (payout_manager.v1), and back for snapshots."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from payout_manager.payouts.cash_flow import CashFlowAccount, CashFlowPosting
+from payout_manager.payouts.model import Payout, PayoutCreated, PayoutEvent, PayoutStatus
+from payout_manager.proto.party_management.v1 import party_management_pb2 as party_pb
+from payout_manager.proto.payout_manager.v1 import payout_manager_pb2 as pb
+
+_STATUS_TO_PROTO = {status: pb.PayoutStatus.Value(f"PAYOUT_STATUS_{status.value}") for status in PayoutStatus}
+STATUS_FROM_PROTO = {value: status for status, value in _STATUS_TO_PROTO.items()}
+
+
+def status_to_proto(status: PayoutStatus) -> pb.PayoutStatus.ValueType:
+    return _STATUS_TO_PROTO[status]
+
+
+def timestamp(moment: datetime) -> Timestamp:
+    result = Timestamp()
+    result.FromDatetime(moment.astimezone(UTC))
+    return result
+
+
+def _account(account: CashFlowAccount) -> party_pb.CashFlowAccount:
+    return party_pb.CashFlowAccount(
+        type=party_pb.AccountType.Value(f"ACCOUNT_TYPE_{account.type.value}"), account_id=account.account_id
+    )
+
+
+def posting_to_proto(posting: CashFlowPosting) -> party_pb.CashFlowPosting:
+    return party_pb.CashFlowPosting(
+        source=_account(posting.source),
+        destination=_account(posting.destination),
+        volume=party_pb.Cash(amount=posting.amount, currency=posting.currency),
+        details=posting.details,
+    )
+
+
+def payout_to_proto(payout: Payout) -> pb.Payout:
+    return pb.Payout(
+        payout_id=payout.payout_id,
+        created_at=timestamp(payout.created_at),
+        updated_at=timestamp(payout.updated_at),
+        party_id=payout.party_id,
+        shop_id=payout.shop_id,
+        status=status_to_proto(payout.status),
+        cash_flow=[posting_to_proto(p) for p in payout.cash_flow],
+        payout_tool_id=payout.payout_tool_id,
+        amount=payout.amount,
+        fee=payout.fee,
+        currency=payout.currency,
+        cancel_details=payout.cancel_details,
+        revision=payout.revision,
+        metadata=dict(payout.metadata),
+    )
+
+
+def event_to_proto(event: PayoutEvent) -> pb.Event:
+    change = pb.PayoutChange()
+    if isinstance(event.change, PayoutCreated):
+        change.created.payout.CopyFrom(payout_to_proto(event.payout))
+    else:
+        change.status_changed.status = status_to_proto(event.change.status)
+        change.status_changed.details = event.change.details
+    return pb.Event(
+        event_id=event.event_id,
+        payout_id=event.payout_id,
+        sequence_id=event.sequence_id,
+        created_at=timestamp(event.created_at),
+        payout_change=change,
+        payout=payout_to_proto(event.payout),
+    )

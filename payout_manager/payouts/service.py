@@ -1,0 +1,225 @@
+"""The payout service: each call is one transaction of payout, accounting and event (SPEC 1.1)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Protocol
+
+from sqlalchemy import Connection
+
+from payout_manager.accounting.rules import Batch, Posting
+from payout_manager.errors import Reason, Refusal
+from payout_manager.payouts import listing, model, validation
+from payout_manager.payouts.cash_flow import CashFlowPosting, settlement_accounts, sum_payout
+from payout_manager.payouts.model import Accounting, Payout, PayoutRequest, PayoutStatus
+from payout_manager.storage.database import Database
+from payout_manager.storage.ledger import Ledger
+from payout_manager.storage.payouts import Cursor, PayoutFilter, Payouts
+
+
+class ComputedCashFlow(Protocol):
+    @property
+    def postings(self) -> tuple[CashFlowPosting, ...]: ...
+
+    @property
+    def payout_tool_id(self) -> str: ...
+
+
+class PartyManagement(Protocol):
+    """What the payout service needs of PartyManagement (clients.party_management provides it)."""
+
+    def compute_payout_cash_flow(
+        self,
+        party_id: str,
+        shop_id: str,
+        amount: int,
+        currency: str,
+        payout_tool_id: str,
+        at: datetime,
+        *,
+        deadline: float | None = None,
+    ) -> ComputedCashFlow: ...
+
+
+@dataclass(frozen=True)
+class Page:
+    payouts: list[Payout]
+    next_page_token: str
+
+
+def _batch(postings: tuple[CashFlowPosting, ...]) -> Batch:
+    return Batch(
+        1,
+        tuple(
+            Posting(p.source.account_id, p.destination.account_id, p.amount, p.currency, p.details)
+            for p in postings
+        ),
+    )
+
+
+def _not_found(payout_id: str) -> Refusal:
+    return Refusal(Reason.PAYOUT_NOT_FOUND, f"payout {payout_id} does not exist")
+
+
+class PayoutService:
+    def __init__(
+        self,
+        database: Database,
+        party_management: PartyManagement,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+    ) -> None:
+        self._database = database
+        self._party_management = party_management
+        self._clock = clock
+        self._new_id = new_id
+
+    def create(self, request: PayoutRequest, *, deadline: float | None = None) -> Payout:
+        """Creates an UNPAID payout holding its cash flow; idempotent on a given payout id."""
+        validation.check_create(request)
+        if not request.payout_id:
+            request = replace(request, payout_id=self._new_id())
+        else:
+            existing = self._database.transaction(lambda c: Payouts(c).get(request.payout_id))
+            if existing is not None:
+                return _replayed(existing, request)
+
+        cash_flow = self._party_management.compute_payout_cash_flow(
+            request.party_id,
+            request.shop_id,
+            request.amount,
+            request.currency,
+            request.payout_tool_id,
+            self._clock(),
+            deadline=deadline,
+        )
+        sums = sum_payout(cash_flow.postings)
+        if sums.amount <= 0:
+            raise Refusal(
+                Reason.INSUFFICIENT_FUNDS,
+                f"the payout's fees ({sums.fee}) leave nothing to pay out of {request.amount}",
+            )
+
+        def store(connection: Connection) -> tuple[Payout, bool]:
+            now = self._clock()
+            payout, event = model.create(
+                request,
+                payout_tool_id=cash_flow.payout_tool_id,
+                amount=sums.amount,
+                fee=sums.fee,
+                cash_flow=cash_flow.postings,
+                now=now,
+            )
+            payouts = Payouts(connection)
+            if not payouts.add(payout):
+                # A concurrent create with this id committed first: judge this call against it.
+                winner = payouts.get(payout.payout_id)
+                assert winner is not None
+                return winner, False
+            accounts = Ledger(connection).hold(payout.plan_id, _batch(payout.cash_flow), now)
+            for account_id in settlement_accounts(payout.cash_flow):
+                available = accounts[account_id].min_available_amount
+                if available < 0:
+                    # Raising rolls the whole transaction back: no hold, no payout, no event.
+                    raise Refusal(
+                        Reason.INSUFFICIENT_FUNDS,
+                        f"settlement account {account_id} lacks {-available} {payout.currency} for this payout",
+                    )
+            payouts.add_event(replace(event, event_id=self._new_id()))
+            return payout, True
+
+        payout, created = self._database.transaction(store)
+        return payout if created else _replayed(payout, request)
+
+    def confirm(self, payout_id: str) -> Payout:
+        return self._change(payout_id, PayoutStatus.CONFIRMED)
+
+    def cancel(self, payout_id: str, details: str) -> Payout:
+        validation.check_details(details)
+        return self._change(payout_id, PayoutStatus.CANCELLED, details)
+
+    def mark_paid(self, payout_id: str) -> Payout:
+        return self._change(payout_id, PayoutStatus.PAID)
+
+    def get(self, payout_id: str) -> Payout:
+        validation.check_payout_id(payout_id)
+        payout = self._database.transaction(lambda c: Payouts(c).get(payout_id))
+        if payout is None:
+            raise _not_found(payout_id)
+        return payout
+
+    def event(self, payout_id: str, revision: int) -> bytes:
+        """The stored event `revision` of the payout: its snapshot is the payout at that revision."""
+        validation.check_payout_id(payout_id)
+
+        def read(connection: Connection) -> bytes:
+            payouts = Payouts(connection)
+            payload = payouts.event(payout_id, revision)
+            if payload is not None:
+                return payload
+            if payouts.get(payout_id) is None:
+                raise _not_found(payout_id)
+            raise Refusal(Reason.REVISION_NOT_FOUND, f"payout {payout_id} has no revision {revision}")
+
+        return self._database.transaction(read)
+
+    def events(self, payout_id: str, after_sequence_id: int, limit: int) -> list[bytes]:
+        """The payout's stored events after `after_sequence_id`, oldest first."""
+        validation.check_payout_id(payout_id)
+
+        def read(connection: Connection) -> list[bytes]:
+            payouts = Payouts(connection)
+            found = payouts.events(payout_id, after_sequence_id, limit)
+            if not found and payouts.get(payout_id) is None:
+                raise _not_found(payout_id)
+            return found
+
+        return self._database.transaction(read)
+
+    def list(self, where: PayoutFilter, page_token: str, page_size: int) -> Page:
+        """One page of payouts, newest first, and the token of the next page ('' on the last)."""
+        after = listing.decode(page_token, where) if page_token else None
+        rows = self._database.transaction(lambda c: Payouts(c).list(where, after, page_size + 1))
+        page, more = rows[:page_size], len(rows) > page_size
+        token = listing.encode(Cursor(page[-1].created_at, page[-1].payout_id), where) if more else ""
+        return Page(page, token)
+
+    def _change(self, payout_id: str, target: PayoutStatus, details: str = "") -> Payout:
+        validation.check_payout_id(payout_id)
+
+        def work(connection: Connection) -> Payout:
+            payouts = Payouts(connection)
+            current = payouts.get(payout_id, for_update=True)
+            if current is None:
+                raise _not_found(payout_id)
+            now = self._clock()
+            change = model.transition(current, target, now=now, details=details)
+            if change.event is None:
+                return current
+            ledger = Ledger(connection)
+            if change.accounting is Accounting.COMMIT:
+                ledger.commit_plan(current.plan_id, now)
+            elif change.accounting is Accounting.ROLLBACK:
+                ledger.rollback_plan(current.plan_id, now)
+            elif change.accounting is Accounting.REVERT:
+                reverse = tuple(p.reversed() for p in current.cash_flow)
+                ledger.hold(current.revert_plan_id, _batch(reverse), now)
+                ledger.commit_plan(current.revert_plan_id, now)
+            payouts.save_change(change.payout)
+            payouts.add_event(replace(change.event, event_id=self._new_id()))
+            return change.payout
+
+        return self._database.transaction(work)
+
+
+def _replayed(existing: Payout, request: PayoutRequest) -> Payout:
+    if existing.was_requested_as(request):
+        return existing
+    raise Refusal(
+        Reason.PAYOUT_ALREADY_EXISTS,
+        f"payout {existing.payout_id} exists and was created with other parameters",
+    )

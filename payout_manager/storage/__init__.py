@@ -1,0 +1,1 @@
+"""Storage: the tables, the transactions and the SQL behind the ledger and the payouts."""

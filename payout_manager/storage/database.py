@@ -1,0 +1,97 @@
+"""The one place that opens transactions, and the engine behind them."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+import tenacity
+from sqlalchemy import Connection, Engine, create_engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from payout_manager.errors import Reason, Refusal
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# deadlock_detected, serialization_failure, lock_not_available: the transaction did nothing and
+# may simply run again.
+_RETRYABLE_SQLSTATES = frozenset({"40P01", "40001", "55P03"})
+_TRANSACTION_ATTEMPTS = 5
+
+
+def sqlalchemy_url(database_url: str) -> str:
+    """The URL with the psycopg2 driver named: SQLAlchemy 2.1 would pick psycopg 3 for postgresql://."""
+    url = make_url(database_url)
+    if url.drivername == "postgresql":
+        url = url.set(drivername="postgresql+psycopg2")
+    return url.render_as_string(hide_password=False)
+
+
+def create_database_engine(database_url: str, *, pool_size: int = 10) -> Engine:
+    return create_engine(
+        sqlalchemy_url(database_url),
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_timeout=10,
+        connect_args={"connect_timeout": 5, "application_name": "payout-manager"},
+    )
+
+
+def _sqlstate(error: BaseException) -> str | None:
+    if isinstance(error, DBAPIError):
+        return getattr(error.orig, "pgcode", None)
+    return None
+
+
+def _is_retryable(error: BaseException) -> bool:
+    return _sqlstate(error) in _RETRYABLE_SQLSTATES
+
+
+def _log_retry(state: tenacity.RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome else None
+    log.info("transaction retried after %s", _sqlstate(error) if error else "an unknown failure")
+
+
+class Database:
+    """Runs units of work: each function gets a connection inside one transaction.
+
+    The transaction commits when the function returns and rolls back when it raises. A deadlock or
+    serialization failure reruns the whole function, so callers never see one; a lost database is
+    UNAVAILABLE / DATABASE_UNAVAILABLE.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def transaction(self, work: Callable[[Connection], T]) -> T:
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(_is_retryable),
+            stop=tenacity.stop_after_attempt(_TRANSACTION_ATTEMPTS),
+            wait=tenacity.wait_random_exponential(multiplier=0.005, max=0.2),
+            before_sleep=_log_retry,
+            reraise=True,
+        )
+        try:
+            for attempt in retrying:
+                with attempt, self._connection() as connection, connection.begin():
+                    return work(connection)
+        except (OperationalError, InterfaceError, PoolTimeout) as error:
+            if _is_retryable(error):
+                raise
+            raise Refusal(Reason.DATABASE_UNAVAILABLE, "the database is unavailable") from error
+        raise AssertionError("unreachable: tenacity reraises the last failure")
+
+    @contextmanager
+    def _connection(self) -> Iterator[Connection]:
+        with self.engine.connect() as connection:
+            yield connection
+
+    def dispose(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,176 @@
+"""The payouts' SQL: payout rows, their event rows, and the listing cursor."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Row, select, tuple_, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from payout_manager.events.codec import event_to_proto
+from payout_manager.payouts.cash_flow import AccountType, CashFlowAccount, CashFlowPosting
+from payout_manager.payouts.model import Payout, PayoutEvent, PayoutStatus
+from payout_manager.storage.tables import payout, payout_event
+
+
+def _posting_to_json(posting: CashFlowPosting) -> dict[str, Any]:
+    return {
+        "source": [posting.source.type.value, posting.source.account_id],
+        "destination": [posting.destination.type.value, posting.destination.account_id],
+        "amount": posting.amount,
+        "currency": posting.currency,
+        "details": posting.details,
+    }
+
+
+def _posting_from_json(data: dict[str, Any]) -> CashFlowPosting:
+    return CashFlowPosting(
+        source=CashFlowAccount(AccountType(data["source"][0]), data["source"][1]),
+        destination=CashFlowAccount(AccountType(data["destination"][0]), data["destination"][1]),
+        amount=data["amount"],
+        currency=data["currency"],
+        details=data["details"],
+    )
+
+
+def _payout(row: Row[Any]) -> Payout:
+    return Payout(
+        payout_id=row.payout_id,
+        party_id=row.party_id,
+        shop_id=row.shop_id,
+        status=PayoutStatus(row.status),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        requested_amount=row.requested_amount,
+        requested_payout_tool_id=row.requested_payout_tool_id,
+        payout_tool_id=row.payout_tool_id,
+        amount=row.amount,
+        fee=row.fee,
+        currency=row.currency,
+        cash_flow=tuple(_posting_from_json(p) for p in row.cash_flow),
+        metadata=row.metadata,
+        cancel_details=row.cancel_details,
+        revision=row.revision,
+    )
+
+
+@dataclass(frozen=True)
+class PayoutFilter:
+    party_id: str = ""
+    shop_id: str = ""
+    statuses: tuple[PayoutStatus, ...] = ()
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where the previous page ended: listing is newest first, by (created_at, payout_id)."""
+
+    created_at: datetime
+    payout_id: str
+
+
+class Payouts:
+    """Payout and event rows on one connection; the caller owns the transaction."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    def get(self, payout_id: str, *, for_update: bool = False) -> Payout | None:
+        query = select(payout).where(payout.c.payout_id == payout_id)
+        row = self._connection.execute(query.with_for_update() if for_update else query).first()
+        return None if row is None else _payout(row)
+
+    def add(self, new: Payout) -> bool:
+        """Inserts a new payout; False when one with its id exists (waits for an uncommitted one)."""
+        inserted = self._connection.execute(
+            pg_insert(payout)
+            .values(
+                payout_id=new.payout_id,
+                party_id=new.party_id,
+                shop_id=new.shop_id,
+                status=new.status.value,
+                created_at=new.created_at,
+                updated_at=new.updated_at,
+                requested_amount=new.requested_amount,
+                requested_payout_tool_id=new.requested_payout_tool_id,
+                payout_tool_id=new.payout_tool_id,
+                amount=new.amount,
+                fee=new.fee,
+                currency=new.currency,
+                cash_flow=[_posting_to_json(p) for p in new.cash_flow],
+                metadata=dict(new.metadata),
+                cancel_details=new.cancel_details,
+                revision=new.revision,
+            )
+            .on_conflict_do_nothing(index_elements=[payout.c.payout_id])
+            .returning(payout.c.payout_id)
+        ).first()
+        return inserted is not None
+
+    def save_change(self, changed: Payout) -> None:
+        self._connection.execute(
+            update(payout)
+            .where(payout.c.payout_id == changed.payout_id)
+            .values(
+                status=changed.status.value,
+                updated_at=changed.updated_at,
+                cancel_details=changed.cancel_details,
+                revision=changed.revision,
+            )
+        )
+
+    def add_event(self, event: PayoutEvent) -> None:
+        self._connection.execute(
+            payout_event.insert().values(
+                event_id=event.event_id,
+                payout_id=event.payout_id,
+                sequence_id=event.sequence_id,
+                created_at=event.created_at,
+                payload=event_to_proto(event).SerializeToString(),
+            )
+        )
+
+    def events(self, payout_id: str, after_sequence_id: int, limit: int) -> list[bytes]:
+        rows = self._connection.execute(
+            select(payout_event.c.payload)
+            .where(payout_event.c.payout_id == payout_id, payout_event.c.sequence_id > after_sequence_id)
+            .order_by(payout_event.c.sequence_id)
+            .limit(limit)
+        )
+        return [bytes(row.payload) for row in rows]
+
+    def event(self, payout_id: str, sequence_id: int) -> bytes | None:
+        payload = self._connection.execute(
+            select(payout_event.c.payload).where(
+                payout_event.c.payout_id == payout_id, payout_event.c.sequence_id == sequence_id
+            )
+        ).scalar_one_or_none()
+        return None if payload is None else bytes(payload)
+
+    def list(self, where: PayoutFilter, after: Cursor | None, limit: int) -> list[Payout]:
+        conditions = []
+        if where.party_id:
+            conditions.append(payout.c.party_id == where.party_id)
+        if where.shop_id:
+            conditions.append(payout.c.shop_id == where.shop_id)
+        if where.statuses:
+            conditions.append(payout.c.status.in_([s.value for s in where.statuses]))
+        if where.created_from is not None:
+            conditions.append(payout.c.created_at >= where.created_from)
+        if where.created_to is not None:
+            conditions.append(payout.c.created_at < where.created_to)
+        if after is not None:
+            conditions.append(
+                tuple_(payout.c.created_at, payout.c.payout_id) < tuple_(after.created_at, after.payout_id)
+            )
+        rows = self._connection.execute(
+            select(payout)
+            .where(*conditions)
+            .order_by(payout.c.created_at.desc(), payout.c.payout_id.desc())
+            .limit(limit)
+        )
+        return [_payout(row) for row in rows]

@@ -1,0 +1,138 @@
+"""Every table, on the one MetaData that Alembic's env.py also uses.
+
+Money is `bigint` minor units everywhere; no float or numeric column holds an amount.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+Timestamp = DateTime(timezone=True)
+
+account = Table(
+    "account",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("currency", String(3), nullable=False),
+    Column("description", Text, nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+    Column("own_amount", BigInteger, nullable=False),
+    # Sums over the plans on hold of each plan's net debit / net credit of this account.
+    Column("held_debit", BigInteger, nullable=False),
+    Column("held_credit", BigInteger, nullable=False),
+    CheckConstraint("held_debit >= 0 AND held_credit >= 0", name="holds_not_negative"),
+)
+
+# One row per balance change, so that an account's balances at a past moment can be read back.
+account_balance = Table(
+    "account_balance",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("account_id", BigInteger, ForeignKey("account.id"), nullable=False),
+    Column("at", Timestamp, nullable=False),
+    Column("own_amount", BigInteger, nullable=False),
+    Column("min_available_amount", BigInteger, nullable=False),
+    Column("max_available_amount", BigInteger, nullable=False),
+    Index(None, "account_id", "at"),
+)
+
+posting_plan = Table(
+    "posting_plan",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+    Column("updated_at", Timestamp, nullable=False),
+    CheckConstraint("status IN ('HOLD', 'COMMITTED', 'ROLLED_BACK')", name="status"),
+)
+
+posting = Table(
+    "posting",
+    metadata,
+    Column("plan_id", Text, ForeignKey("posting_plan.id"), nullable=False),
+    Column("batch_id", BigInteger, nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("from_id", BigInteger, ForeignKey("account.id"), nullable=False),
+    Column("to_id", BigInteger, ForeignKey("account.id"), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("description", Text, nullable=False),
+    PrimaryKeyConstraint("plan_id", "batch_id", "position"),
+    CheckConstraint("amount >= 0 AND from_id <> to_id", name="valid_posting"),
+)
+
+# Each plan's net effect per account, summed over its batches: what commit and rollback apply.
+posting_plan_account = Table(
+    "posting_plan_account",
+    metadata,
+    Column("plan_id", Text, ForeignKey("posting_plan.id"), nullable=False),
+    Column("account_id", BigInteger, ForeignKey("account.id"), nullable=False),
+    Column("net", BigInteger, nullable=False),
+    PrimaryKeyConstraint("plan_id", "account_id"),
+)
+
+payout = Table(
+    "payout",
+    metadata,
+    Column("payout_id", Text, primary_key=True),
+    Column("party_id", Text, nullable=False),
+    Column("shop_id", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+    Column("updated_at", Timestamp, nullable=False),
+    Column("requested_amount", BigInteger, nullable=False),
+    Column("requested_payout_tool_id", Text, nullable=False),
+    Column("payout_tool_id", Text, nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("fee", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("cash_flow", JSONB, nullable=False),
+    Column("metadata", JSONB, nullable=False),
+    Column("cancel_details", Text, nullable=False, server_default=text("''")),
+    Column("revision", BigInteger, nullable=False),
+    CheckConstraint("status IN ('UNPAID', 'PAID', 'CONFIRMED', 'CANCELLED')", name="status"),
+    Index("ix_payout_created", text("created_at DESC"), text("payout_id DESC")),
+    Index(
+        "ix_payout_party_shop_created", "party_id", "shop_id", text("created_at DESC"), text("payout_id DESC")
+    ),
+)
+
+payout_event = Table(
+    "payout_event",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("event_id", UUID(as_uuid=False), nullable=False, unique=True),
+    Column("payout_id", Text, ForeignKey("payout.payout_id"), nullable=False),
+    Column("sequence_id", BigInteger, nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+    # The serialized payout_manager.v1.Event, exactly as it is served and published.
+    Column("payload", LargeBinary, nullable=False),
+    UniqueConstraint("payout_id", "sequence_id"),
+)

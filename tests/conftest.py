@@ -1,0 +1,127 @@
+"""The PostgreSQL every test shares: see support.postgres for how it is chosen."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+from support.postgres import (
+    DOCKER_IMAGE,
+    TEST_DATABASE,
+    TEST_DATABASE_URL_VARIABLE,
+    PostgresSource,
+    chosen_source,
+)
+from support.processes import Process, free_port, signal_name, wait_until_listening, wait_until_serving
+from support.world import World
+
+from payout_manager.local_postgres import LocalPostgres, create_database
+from payout_manager.proto.accounter.v1 import accounter_pb2_grpc
+from payout_manager.proto.payout_manager.v1 import payout_manager_pb2_grpc
+
+
+def pytest_report_header() -> str:
+    return f"postgresql: {chosen_source().value}"
+
+
+@pytest.fixture(scope="session")
+def local_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPostgres]:
+    """An embedded PostgreSQL 18 in a scratch directory, trading durability for speed."""
+    server = LocalPostgres.start(tmp_path_factory.mktemp("postgres"), durable=False)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """URL of the chosen server's default database, before any migration."""
+    source = chosen_source()
+    if source is PostgresSource.ENVIRONMENT:
+        yield os.environ[TEST_DATABASE_URL_VARIABLE]
+    elif source is PostgresSource.DOCKER:
+        from testcontainers.community.postgres import PostgresContainer
+
+        with PostgresContainer(DOCKER_IMAGE, driver=None) as container:
+            yield container.get_connection_url()
+    else:
+        # Requested by name so that the embedded server starts only when it is the choice.
+        server: LocalPostgres = request.getfixturevalue("local_postgres")
+        yield server.url
+
+
+@pytest.fixture(scope="session")
+def database_url(postgres_server_url: str) -> str:
+    """URL of the test database, migrated to the newest schema."""
+    if chosen_source() is PostgresSource.ENVIRONMENT:
+        url = postgres_server_url
+    else:
+        url = create_database(postgres_server_url, TEST_DATABASE)
+    # Imported here so that tests which need no schema do not depend on the migrations.
+    from payout_manager.storage import migrations
+
+    migrations.upgrade(url)
+    return url
+
+
+@dataclass(frozen=True)
+class PartyManagementServer:
+    address: str
+    config_path: Path
+
+
+@pytest.fixture(scope="session")
+def party_management(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PartyManagementServer]:
+    """The reference PartyManagement server, a real process; World writes its config."""
+    directory = tmp_path_factory.mktemp("party-management")
+    config_path = directory / "party-management.json"
+    config_path.write_text(json.dumps({"system_accounts": {}, "parties": []}))
+    address = f"127.0.0.1:{free_port()}"
+    process = Process(
+        ["party-management", "--config", str(config_path), "--address", address], {}, directory / "output.log"
+    )
+    wait_until_listening(address, process)
+    yield PartyManagementServer(address, config_path)
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def server_address(
+    database_url: str, party_management: PartyManagementServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """`payout-manager serve --workers 2`, a real server on real PostgreSQL."""
+    address = f"127.0.0.1:{free_port()}"
+    process = Process(
+        ["serve", "--workers", "2", "--address", address],
+        {"PM_DATABASE_URL": database_url, "PM_PARTY_MANAGEMENT_ADDRESS": party_management.address},
+        tmp_path_factory.mktemp("serve") / "output.log",
+    )
+    wait_until_serving(address, process)
+    yield address
+    code = process.stop()
+    assert code == 0, f"serve exited with {signal_name(code)}:\n{process.output()}"
+
+
+@pytest.fixture(scope="session")
+def channel(server_address: str) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(server_address) as channel:
+        yield channel
+
+
+@pytest.fixture(scope="session")
+def payouts(channel: grpc.Channel) -> payout_manager_pb2_grpc.PayoutManagementStub:
+    return payout_manager_pb2_grpc.PayoutManagementStub(channel)
+
+
+@pytest.fixture(scope="session")
+def accounter(channel: grpc.Channel) -> accounter_pb2_grpc.AccounterStub:
+    return accounter_pb2_grpc.AccounterStub(channel)
+
+
+@pytest.fixture(scope="session")
+def world(accounter: accounter_pb2_grpc.AccounterStub, party_management: PartyManagementServer) -> World:
+    return World(accounter, party_management.config_path)

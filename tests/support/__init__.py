@@ -1,0 +1,1 @@
+"""Helpers shared by the tests: which PostgreSQL to use and how to reach it."""

