@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,11 +32,15 @@ def pytest_report_header() -> str:
 
 
 @pytest.fixture(scope="session")
-def local_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPostgres]:
+def local_postgres() -> Iterator[LocalPostgres]:
     """An embedded PostgreSQL 18 in a scratch directory, trading durability for speed."""
-    server = LocalPostgres.start(tmp_path_factory.mktemp("postgres"), durable=False)
+    # Not under pytest's basetemp: every pytest run resets that tree to mode 0700, which would
+    # lock the server's own account out of a concurrent run's data directory.
+    scratch = Path(tempfile.mkdtemp(prefix="pm-test-postgres-"))
+    server = LocalPostgres.start(scratch / "data", durable=False)
     yield server
     server.stop()
+    shutil.rmtree(scratch, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

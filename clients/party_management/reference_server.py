@@ -134,8 +134,6 @@ def _abort(context: grpc.ServicerContext, refusal: terms.TermsRefusal) -> NoRetu
     detail.Pack(error_details_pb2.ErrorInfo(reason=refusal.reason.value, domain=DOMAIN))
     status = status_pb2.Status(code=code.value[0], message=refusal.message, details=[detail])
     context.abort_with_status(rpc_status.to_status(status))
-    # abort_with_status always raises; this only tells the type checker so.
-    raise AssertionError("unreachable")
 
 
 def build_server(config_path: Path, address: str) -> tuple[grpc.Server, int]:

@@ -59,8 +59,11 @@ class RunningServer:
         self.stopped.set()
 
 
-def build_server(settings: Settings, address: str) -> RunningServer:
-    """Builds and starts a server on `address` (port 0 picks one); returns it with its port."""
+def build_server(settings: Settings, address: str, *, share_port: bool = False) -> RunningServer:
+    """Builds and starts a server on `address` (port 0 picks one); returns it with its port.
+
+    `share_port` lets sibling worker processes bind the same port; alone, a busy port is an error.
+    """
     database = Database(
         create_database_engine(settings.require_database_url(), pool_size=settings.database_pool_size)
     )
@@ -72,7 +75,7 @@ def build_server(settings: Settings, address: str) -> RunningServer:
     # One thread per pooled connection (plus overflow): more threads would only queue on the pool.
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.database_pool_size * 2, thread_name_prefix="grpc"),
-        options=[("grpc.so_reuseport", 1)],
+        options=[("grpc.so_reuseport", int(share_port))],
     )
     server.add_generic_rpc_handlers(
         (
@@ -101,11 +104,11 @@ def _on_stop_signals(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, handle)
 
 
-def run_worker(settings: Settings, address: str) -> None:
+def run_worker(settings: Settings, address: str, *, share_port: bool = False) -> None:
     """One server process: serves until SIGTERM or SIGINT, then shuts down gracefully."""
     stop = threading.Event()
     _on_stop_signals(stop)
-    running = build_server(settings, address)
+    running = build_server(settings, address, share_port=share_port)
     log.info("serving on port %d", running.port)
     stop.wait()
     log.info("stopping: in-flight calls have %.0f s to finish", settings.shutdown_grace)

@@ -19,7 +19,12 @@ from payout_manager.proto.accounter.v1 import accounter_pb2_grpc
 
 # The SPEC's example terms: the whole amount to the payout account, a 1% fee to the system.
 SPEC_TERMS: list[dict[str, Any]] = [
-    {"source": "merchant.settlement", "destination": "merchant.payout", "volume": {"share": [1, 1]}, "details": "payout"},
+    {
+        "source": "merchant.settlement",
+        "destination": "merchant.payout",
+        "volume": {"share": [1, 1]},
+        "details": "payout",
+    },
     {
         "source": "merchant.settlement",
         "destination": "system.settlement",
@@ -29,7 +34,12 @@ SPEC_TERMS: list[dict[str, Any]] = [
 ]
 # No fee at all: amount in, amount out; the simplest arithmetic for balance checks.
 PLAIN_TERMS: list[dict[str, Any]] = [
-    {"source": "merchant.settlement", "destination": "merchant.payout", "volume": {"share": [1, 1]}, "details": "payout"},
+    {
+        "source": "merchant.settlement",
+        "destination": "merchant.payout",
+        "volume": {"share": [1, 1]},
+        "details": "payout",
+    },
 ]
 
 
@@ -53,7 +63,9 @@ class World:
         self._write()
 
     def account(self, currency: str = "RUB", description: str = "test") -> int:
-        reply = self.accounter.CreateAccount(accounter_pb.CreateAccountRequest(currency=currency, description=description))
+        reply = self.accounter.CreateAccount(
+            accounter_pb.CreateAccountRequest(currency=currency, description=description)
+        )
         return reply.id
 
     def balance(self, account_id: int) -> accounter_pb.Account:
@@ -64,7 +76,11 @@ class World:
         plan_id = f"fund_{uuid.uuid4()}"
         source = self._funding_account(currency)
         posting = accounter_pb.Posting(from_id=source, to_id=account_id, amount=amount, currency=currency)
-        self.accounter.Hold(accounter_pb.HoldRequest(plan_id=plan_id, batch=accounter_pb.PostingBatch(id=1, postings=[posting])))
+        self.accounter.Hold(
+            accounter_pb.HoldRequest(
+                plan_id=plan_id, batch=accounter_pb.PostingBatch(id=1, postings=[posting])
+            )
+        )
         self.accounter.CommitPlan(accounter_pb.CommitPlanRequest(plan_id=plan_id))
 
     def system_settlement(self, currency: str = "RUB") -> int:
@@ -105,7 +121,11 @@ class World:
                             "shop_id": shop.shop_id,
                             "currency": currency,
                             "blocked": shop_blocked,
-                            "accounts": {"settlement": shop.settlement, "guarantee": shop.guarantee, "payout": shop.payout},
+                            "accounts": {
+                                "settlement": shop.settlement,
+                                "guarantee": shop.guarantee,
+                                "payout": shop.payout,
+                            },
                             "payout_tool_ids": ["tool-1", "tool-2"],
                             "default_payout_tool_id": "tool-1",
                         }

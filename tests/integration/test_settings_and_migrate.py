@@ -1,0 +1,305 @@
+"""SPEC 4: settings from the environment, refused at start with one line; `migrate` is idempotent.
+
+The command line tests run `payout-manager` as a real subprocess with an environment that holds no
+PM_* variable except the ones a test sets.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg2
+import pytest
+from alembic.script import ScriptDirectory
+from psycopg2 import sql
+from support.processes import free_port
+
+from payout_manager import settings
+from payout_manager.local_postgres import create_database
+from payout_manager.settings import Settings, SettingsError
+from payout_manager.storage import migrations
+
+PASSWORD = "s3cret-pw"
+# A well-formed URL to a port where nothing listens: a setting that slips through fails fast.
+UNREACHABLE_DATABASE_URL = f"postgresql://pm:{PASSWORD}@127.0.0.1:{free_port()}/pm"
+EXPECTED_TABLES = {"account", "payout", "payout_event", "posting", "posting_plan", "alembic_version"}
+
+
+@dataclass(frozen=True)
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+def controlled_env(overrides: Mapping[str, str]) -> dict[str, str]:
+    """This process's environment without any PM_* variable, plus `overrides`."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("PM_")}
+    return {**env, **overrides}
+
+
+def payout_manager(*args: str, env: Mapping[str, str], timeout: float = 60) -> Run:
+    completed = subprocess.run(
+        [sys.executable, "-m", "payout_manager", *args],
+        env=controlled_env(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    return Run(completed.returncode, completed.stdout, completed.stderr)
+
+
+def assert_refused_in_one_line(run: Run, setting: str) -> None:
+    assert run.returncode == 2, f"exit code {run.returncode}, output:\n{run.output}"
+    lines = run.stderr.splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{run.stderr}"
+    assert setting in lines[0]
+    assert run.stdout == ""
+    assert PASSWORD not in run.output
+
+
+# --- the command line --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["serve", "migrate"])
+def test_missing_database_url_stops_the_program_with_one_line(command: str) -> None:
+    run = payout_manager(command, env={})
+
+    assert_refused_in_one_line(run, "PM_DATABASE_URL")
+
+
+@pytest.mark.parametrize("command", ["serve", "migrate"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "not a url",
+        "mysql://x/y",
+        f"mysql://pm:{PASSWORD}@db.example/pm",
+        f"postgresql://pm:{PASSWORD}@127.0.0.1:notaport/pm",
+        f"postgresql://pm:{PASSWORD}@127.0.0.1:70000/pm",
+    ],
+)
+def test_malformed_database_url_stops_the_program_with_one_line_and_no_password(command: str, url: str) -> None:
+    run = payout_manager(command, env={"PM_DATABASE_URL": url})
+
+    assert_refused_in_one_line(run, "PM_DATABASE_URL")
+
+
+@pytest.mark.parametrize("command", ["serve", "migrate"])
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("PM_GRPC_ADDRESS", "nohostport"),
+        ("PM_GRPC_ADDRESS", "host:notaport"),
+        ("PM_GRPC_ADDRESS", "host:70000"),
+        ("PM_PARTY_MANAGEMENT_ADDRESS", "host:notaport"),
+        ("PM_PARTY_MANAGEMENT_TIMEOUT", "-1"),
+        ("PM_PARTY_MANAGEMENT_TIMEOUT", "abc"),
+    ],
+)
+def test_malformed_setting_stops_the_program_with_one_line_naming_it(
+    command: str, setting: str, value: str
+) -> None:
+    run = payout_manager(command, env={"PM_DATABASE_URL": UNREACHABLE_DATABASE_URL, setting: value})
+
+    assert_refused_in_one_line(run, setting)
+
+
+def test_serve_with_zero_workers_stops_with_one_line_naming_the_flag() -> None:
+    run = payout_manager("serve", "--workers", "0", env={"PM_DATABASE_URL": UNREACHABLE_DATABASE_URL})
+
+    assert_refused_in_one_line(run, "--workers")
+
+
+def test_serve_with_a_malformed_address_flag_stops_with_one_line_naming_it() -> None:
+    run = payout_manager(
+        "serve", "--address", "host:70000", env={"PM_DATABASE_URL": UNREACHABLE_DATABASE_URL}
+    )
+
+    assert_refused_in_one_line(run, "--address")
+
+
+# --- settings.load ------------------------------------------------------------------------------
+
+
+def test_load_gives_the_spec_defaults() -> None:
+    loaded = settings.load({})
+
+    assert loaded.database_url is None
+    assert loaded.grpc_address == "127.0.0.1:8022"
+    assert loaded.party_management_address == "127.0.0.1:8023"
+    assert loaded.kafka_bootstrap_servers is None
+    assert loaded.kafka_topic == "pm-events-payout"
+    assert loaded.party_management_timeout > 0
+    assert loaded.shutdown_grace > 0
+
+
+def test_load_reads_every_setting_from_the_environment() -> None:
+    loaded = settings.load(
+        {
+            "PM_DATABASE_URL": "postgresql://pm@db.example:5433/payouts",
+            "PM_GRPC_ADDRESS": "0.0.0.0:9022",
+            "PM_PARTY_MANAGEMENT_ADDRESS": "party-management.example:9023",
+            "PM_KAFKA_BOOTSTRAP_SERVERS": "kafka-1:9092,kafka-2:9092",
+            "PM_KAFKA_TOPIC": "payouts-test",
+            "PM_PARTY_MANAGEMENT_TIMEOUT": "0.5",
+            "PM_DATABASE_POOL_SIZE": "3",
+            "PM_SHUTDOWN_GRACE": "4",
+        }
+    )
+
+    assert loaded == Settings(
+        database_url="postgresql://pm@db.example:5433/payouts",
+        grpc_address="0.0.0.0:9022",
+        party_management_address="party-management.example:9023",
+        kafka_bootstrap_servers="kafka-1:9092,kafka-2:9092",
+        kafka_topic="payouts-test",
+        party_management_timeout=0.5,
+        database_pool_size=3,
+        shutdown_grace=4.0,
+    )
+
+
+def test_load_treats_blank_values_as_unset() -> None:
+    loaded = settings.load({"PM_DATABASE_URL": "  ", "PM_GRPC_ADDRESS": "", "PM_KAFKA_BOOTSTRAP_SERVERS": " "})
+
+    assert loaded == settings.load({})
+
+
+def test_require_database_url_names_the_missing_setting() -> None:
+    with pytest.raises(SettingsError, match="PM_DATABASE_URL"):
+        settings.load({}).require_database_url()
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("PM_DATABASE_URL", "not a url"),
+        ("PM_DATABASE_URL", "mysql://x/y"),
+        ("PM_DATABASE_URL", f"postgresql://pm:{PASSWORD}@127.0.0.1:notaport/pm"),
+        ("PM_GRPC_ADDRESS", "nohostport"),
+        ("PM_GRPC_ADDRESS", "host:notaport"),
+        ("PM_GRPC_ADDRESS", "host:70000"),
+        ("PM_GRPC_ADDRESS", ":8022"),
+        ("PM_PARTY_MANAGEMENT_ADDRESS", "nohostport"),
+        ("PM_PARTY_MANAGEMENT_TIMEOUT", "-1"),
+        ("PM_PARTY_MANAGEMENT_TIMEOUT", "0"),
+        ("PM_PARTY_MANAGEMENT_TIMEOUT", "abc"),
+        ("PM_PARTY_MANAGEMENT_TIMEOUT", "nan"),
+        ("PM_PARTY_MANAGEMENT_TIMEOUT", "inf"),
+        ("PM_DATABASE_POOL_SIZE", "0"),
+        ("PM_DATABASE_POOL_SIZE", "ten"),
+        ("PM_SHUTDOWN_GRACE", "-5"),
+    ],
+)
+def test_load_refuses_a_malformed_setting_naming_it(setting: str, value: str) -> None:
+    with pytest.raises(SettingsError) as refused:
+        settings.load({setting: value})
+
+    message = str(refused.value)
+    assert setting in message
+    assert "\n" not in message
+    assert PASSWORD not in message
+
+
+def test_load_never_shows_the_password_of_a_refused_url() -> None:
+    with pytest.raises(SettingsError) as refused:
+        settings.load({"PM_DATABASE_URL": f"mysql://pm:{PASSWORD}@db.example/pm"})
+
+    assert PASSWORD not in str(refused.value)
+
+
+# --- migrate ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fresh_database_url(postgres_server_url: str) -> Iterator[str]:
+    """A new, empty database of its own; dropped afterwards."""
+    name = f"pm_migrate_{uuid.uuid4().hex[:12]}"
+    url = create_database(postgres_server_url, name)
+    yield url
+    with closing(psycopg2.connect(postgres_server_url)) as connection:
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def schema(database_url: str) -> tuple[list[tuple[str, str, str, str]], list[str]]:
+    """Every column of the public schema (table, column, type, nullable) and the alembic versions."""
+    with closing(psycopg2.connect(database_url)) as connection, connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT table_name, column_name, data_type, is_nullable FROM information_schema.columns"
+            " WHERE table_schema = 'public' ORDER BY table_name, column_name"
+        )
+        columns: list[tuple[str, str, str, str]] = cursor.fetchall()
+        tables = {table for table, *_ in columns}
+        versions: list[str] = []
+        if "alembic_version" in tables:
+            cursor.execute("SELECT version_num FROM alembic_version ORDER BY version_num")
+            versions = [version for (version,) in cursor.fetchall()]
+    return columns, versions
+
+
+def head_revision() -> str:
+    config = migrations.alembic_config("postgresql://unused/unused")
+    head = ScriptDirectory.from_config(config).get_current_head()
+    assert head is not None
+    return head
+
+
+def test_migrate_brings_a_fresh_database_to_the_newest_schema(fresh_database_url: str) -> None:
+    assert schema(fresh_database_url) == ([], [])
+
+    run = payout_manager("migrate", env={"PM_DATABASE_URL": fresh_database_url})
+
+    assert run.returncode == 0, run.output
+    columns, versions = schema(fresh_database_url)
+    assert EXPECTED_TABLES <= {table for table, *_ in columns}
+    assert versions == [head_revision()]
+
+
+def test_migrate_twice_changes_nothing_the_second_time(fresh_database_url: str) -> None:
+    first = payout_manager("migrate", env={"PM_DATABASE_URL": fresh_database_url})
+    assert first.returncode == 0, first.output
+    after_first = schema(fresh_database_url)
+
+    second = payout_manager("migrate", env={"PM_DATABASE_URL": fresh_database_url})
+
+    assert second.returncode == 0, second.output
+    assert schema(fresh_database_url) == after_first
+    assert after_first[1] == [head_revision()]
+
+
+def test_two_migrates_at_once_on_a_fresh_database_both_succeed(fresh_database_url: str, tmp_path: Path) -> None:
+    env = controlled_env({"PM_DATABASE_URL": fresh_database_url})
+    logs = [tmp_path / f"migrate-{n}.log" for n in range(2)]
+    processes = []
+    for log in logs:
+        with log.open("wb") as output:
+            processes.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "payout_manager", "migrate"],
+                    env=env,
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+
+    codes = [process.wait(timeout=120) for process in processes]
+
+    assert codes == [0, 0], "\n".join(log.read_text(errors="replace") for log in logs)
+    columns, versions = schema(fresh_database_url)
+    assert EXPECTED_TABLES <= {table for table, *_ in columns}
+    assert versions == [head_revision()]

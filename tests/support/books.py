@@ -1,0 +1,58 @@
+"""Checks of the books straight from PostgreSQL: what must hold after any mix of calls."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import psycopg2
+
+from payout_manager.storage.database import sqlalchemy_url
+
+
+def _dsn(database_url: str) -> str:
+    return sqlalchemy_url(database_url).replace("postgresql+psycopg2://", "postgresql://")
+
+
+def unbalanced_currencies(database_url: str) -> list[tuple[str, int]]:
+    """Currencies whose own amounts do not sum to 0 (double entry says: none)."""
+    with psycopg2.connect(_dsn(database_url)) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT currency, sum(own_amount) FROM account GROUP BY currency HAVING sum(own_amount) <> 0")
+        return [(currency, int(total)) for currency, total in cursor.fetchall()]
+
+
+def payouts_whose_plans_disagree(database_url: str, payout_ids: Sequence[str]) -> list[tuple[str, str, str, str]]:
+    """Payouts whose posting plans do not match their status.
+
+    UNPAID and PAID hold their plan; CONFIRMED committed it; CANCELLED rolled it back, or
+    committed it and committed its revert plan too.
+    """
+    with psycopg2.connect(_dsn(database_url)) as connection, connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT p.payout_id, p.status, coalesce(plan.status, '-'), coalesce(revert.status, '-')
+            FROM payout p
+            LEFT JOIN posting_plan plan ON plan.id = 'payout_' || p.payout_id
+            LEFT JOIN posting_plan revert ON revert.id = 'revert_payout_' || p.payout_id
+            WHERE p.payout_id = ANY(%s)
+            """,
+            (list(payout_ids),),
+        )
+        allowed = {
+            "UNPAID": {("HOLD", "-")},
+            "PAID": {("HOLD", "-")},
+            "CONFIRMED": {("COMMITTED", "-")},
+            "CANCELLED": {("ROLLED_BACK", "-"), ("COMMITTED", "COMMITTED")},
+        }
+        return [row for row in cursor.fetchall() if (row[2], row[3]) not in allowed[row[1]]]
+
+
+def event_sequences(database_url: str, payout_ids: Sequence[str]) -> dict[str, list[int]]:
+    with psycopg2.connect(_dsn(database_url)) as connection, connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT payout_id, sequence_id FROM payout_event WHERE payout_id = ANY(%s) ORDER BY payout_id, sequence_id",
+            (list(payout_ids),),
+        )
+        sequences: dict[str, list[int]] = {payout_id: [] for payout_id in payout_ids}
+        for payout_id, sequence_id in cursor.fetchall():
+            sequences[payout_id].append(sequence_id)
+        return sequences
