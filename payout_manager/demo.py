@@ -41,7 +41,14 @@ def _create_accounts(database: Database) -> dict[str, Any]:
         ledger = Ledger(connection)
         ids = {
             name: ledger.create_account(CURRENCY, f"demo {name}").id
-            for name in ("system settlement", "system subagent", "funding", "settlement", "guarantee", "payout")
+            for name in (
+                "system settlement",
+                "system subagent",
+                "funding",
+                "settlement",
+                "guarantee",
+                "payout",
+            )
         }
         funding = Batch(1, (Posting(ids["funding"], ids["settlement"], FUNDS, CURRENCY, "demo funding"),))
         now = datetime.now(UTC)
@@ -137,7 +144,8 @@ payout manager demo
   Kafka             not started: events wait in the database until PM_KAFKA_BOOTSTRAP_SERVERS is set
 
 Try (see README.md, "Calling it"):
-  grpcurl -plaintext -d '{{"party_id": "party-1", "shop_id": "shop-1", "cash": {{"amount": 10000, "currency": "RUB"}}}}' \\
+  grpcurl -plaintext -d '{{"party_id": "party-1", "shop_id": "shop-1",
+    "cash": {{"amount": 10000, "currency": "RUB"}}}}' \\
     {settings.grpc_address} payout_manager.v1.PayoutManagement/CreatePayout
 Ctrl-C stops everything.
 """,

@@ -18,17 +18,17 @@ from dataclasses import dataclass, field
 from types import FrameType
 
 import grpc
-from clients.party_management.client import PartyManagementClient
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from clients.party_management.client import PartyManagementClient
 from payout_manager.api.accounter import AccounterServicer
 from payout_manager.api.handlers import service_handler
 from payout_manager.api.payout_management import PayoutManagementServicer
 from payout_manager.payouts.service import PayoutService
 from payout_manager.proto.accounter.v1 import accounter_pb2
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2
-from payout_manager.settings import Settings
+from payout_manager.settings import Settings, SettingsError
 from payout_manager.storage.database import Database, create_database_engine
 
 log = logging.getLogger(__name__)
@@ -87,9 +87,14 @@ def build_server(settings: Settings, address: str, *, share_port: bool = False) 
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [s.full_name for s in SERVICES]
     reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-    port = server.add_insecure_port(address)
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError:
+        port = 0
     if port == 0:
-        raise OSError(f"cannot listen on {address}")
+        database.dispose()
+        party_management.close()
+        raise SettingsError(f"cannot listen on {address}: the address is in use or not this host's")
     server.start()
     for name in ["", *names]:
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -158,4 +163,4 @@ def _worker_main(settings: Settings, address: str) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(processName)s %(name)s %(message)s"
     )
-    run_worker(settings, address)
+    run_worker(settings, address, share_port=True)

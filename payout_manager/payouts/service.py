@@ -127,7 +127,7 @@ class PayoutService:
                     # Raising rolls the whole transaction back: no hold, no payout, no event.
                     raise Refusal(
                         Reason.INSUFFICIENT_FUNDS,
-                        f"settlement account {account_id} lacks {-available} {payout.currency} for this payout",
+                        f"settlement account {account_id} lacks {-available} {payout.currency}",
                     )
             payouts.add_event(replace(event, event_id=self._new_id()))
             return payout, True

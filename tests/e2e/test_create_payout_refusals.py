@@ -16,15 +16,21 @@ def test_party_management_refusals_are_passed_on(payouts: Stub, world: World) ->
     blocked_party = world.add_shop(funds=10_000, party_blocked=True)
     blocked_shop = world.add_shop(funds=10_000, shop_blocked=True)
     cases = [
-        (("no-such-party", shop.shop_id, {}), (grpc.StatusCode.NOT_FOUND, "PARTY_NOT_FOUND")),
-        ((shop.party_id, "no-such-shop", {}), (grpc.StatusCode.NOT_FOUND, "SHOP_NOT_FOUND")),
-        ((shop.party_id, shop.shop_id, {"payout_tool_id": "nope"}), (grpc.StatusCode.NOT_FOUND, "PAYOUT_TOOL_NOT_FOUND")),
-        ((blocked_party.party_id, blocked_party.shop_id, {}), (grpc.StatusCode.FAILED_PRECONDITION, "PARTY_BLOCKED")),
-        ((blocked_shop.party_id, blocked_shop.shop_id, {}), (grpc.StatusCode.FAILED_PRECONDITION, "SHOP_BLOCKED")),
+        (("no-such-party", shop.shop_id, ""), (grpc.StatusCode.NOT_FOUND, "PARTY_NOT_FOUND")),
+        ((shop.party_id, "no-such-shop", ""), (grpc.StatusCode.NOT_FOUND, "SHOP_NOT_FOUND")),
+        ((shop.party_id, shop.shop_id, "nope"), (grpc.StatusCode.NOT_FOUND, "PAYOUT_TOOL_NOT_FOUND")),
+        (
+            (blocked_party.party_id, blocked_party.shop_id, ""),
+            (grpc.StatusCode.FAILED_PRECONDITION, "PARTY_BLOCKED"),
+        ),
+        (
+            (blocked_shop.party_id, blocked_shop.shop_id, ""),
+            (grpc.StatusCode.FAILED_PRECONDITION, "SHOP_BLOCKED"),
+        ),
     ]
-    for (party_id, shop_id, fields), expected in cases:
+    for (party_id, shop_id, payout_tool_id), expected in cases:
         with pytest.raises(grpc.RpcError) as refused:
-            create(payouts, party_id, shop_id, 1_000, **fields)
+            create(payouts, party_id, shop_id, 1_000, payout_tool_id=payout_tool_id)
         assert refusal(refused.value) == expected
     for account in (shop, blocked_party, blocked_shop):
         assert world.balance(account.settlement).min_available_amount == 10_000
@@ -46,7 +52,12 @@ def test_a_currency_other_than_the_shops_is_refused(payouts: Stub, world: World)
 def test_fees_that_eat_the_whole_amount_are_insufficient_funds(payouts: Stub, world: World) -> None:
     terms = [
         *PLAIN_TERMS,
-        {"source": "merchant.payout", "destination": "system.settlement", "volume": {"fixed": 500}, "details": "fixed"},
+        {
+            "source": "merchant.payout",
+            "destination": "system.settlement",
+            "volume": {"fixed": 500},
+            "details": "fixed",
+        },
     ]
     shop = world.add_shop(funds=10_000, terms=terms)
 
@@ -60,7 +71,12 @@ def test_fees_that_eat_the_whole_amount_are_insufficient_funds(payouts: Stub, wo
 def test_a_fixed_fee_from_the_payout_account_is_taken_from_the_amount(payouts: Stub, world: World) -> None:
     terms = [
         *PLAIN_TERMS,
-        {"source": "merchant.payout", "destination": "system.settlement", "volume": {"fixed": 30}, "details": "fixed"},
+        {
+            "source": "merchant.payout",
+            "destination": "system.settlement",
+            "volume": {"fixed": 30},
+            "details": "fixed",
+        },
     ]
     shop = world.add_shop(funds=10_000, terms=terms)
 
@@ -88,7 +104,12 @@ def test_invalid_create_requests_name_the_bad_field(
     payouts: Stub, world: World, fields: dict[str, object], field: str
 ) -> None:
     shop = world.add_shop(funds=10_000)
-    request: dict[str, object] = {"party_id": shop.party_id, "shop_id": shop.shop_id, "amount": 100, "currency": "RUB"}
+    request: dict[str, object] = {
+        "party_id": shop.party_id,
+        "shop_id": shop.shop_id,
+        "amount": 100,
+        "currency": "RUB",
+    }
     request.update(fields)
     cash = party_pb.Cash(amount=request.pop("amount"), currency=request.pop("currency"))  # type: ignore[arg-type]
 
@@ -99,7 +120,7 @@ def test_invalid_create_requests_name_the_bad_field(
     from google.rpc import error_details_pb2
     from grpc_status import rpc_status
 
-    status = rpc_status.from_call(refused.value)  # type: ignore[arg-type]
+    status = rpc_status.from_call(refused.value)
     assert status is not None
     bad_request = error_details_pb2.BadRequest()
     assert any(d.Unpack(bad_request) for d in status.details if d.Is(error_details_pb2.BadRequest.DESCRIPTOR))

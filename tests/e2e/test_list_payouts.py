@@ -25,7 +25,9 @@ def test_pages_cover_every_payout_once_newest_first(payouts: Stub, world: World)
     shop = world.add_shop(funds=1_000_000)
     made = [create(payouts, shop.party_id, shop.shop_id, 100 + n) for n in range(23)]
 
-    listed = list_all(payouts, pb.ListPayoutsRequest(party_id=shop.party_id, shop_id=shop.shop_id, page_size=5))
+    listed = list_all(
+        payouts, pb.ListPayoutsRequest(party_id=shop.party_id, shop_id=shop.shop_id, page_size=5)
+    )
 
     assert [p.payout_id for p in listed] == [p.payout_id for p in reversed(made)]
 

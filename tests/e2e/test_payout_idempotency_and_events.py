@@ -20,7 +20,9 @@ def test_create_with_an_empty_id_gets_a_uuid(payouts: Stub, world: World) -> Non
     assert uuid.UUID(payout.payout_id).version == 4
 
 
-def test_repeated_create_returns_the_payout_unchanged_without_a_second_hold(payouts: Stub, world: World) -> None:
+def test_repeated_create_returns_the_payout_unchanged_without_a_second_hold(
+    payouts: Stub, world: World
+) -> None:
     shop = world.add_shop(funds=10_000)
     payout_id = f"idem-{uuid.uuid4()}"
     first = create(payouts, shop.party_id, shop.shop_id, 1_000, payout_id=payout_id, metadata={"order": "42"})
@@ -95,7 +97,9 @@ def test_every_change_writes_one_event_with_a_full_snapshot(payouts: Stub, world
     assert events[0].payout_change.WhichOneof("change") == "created"
     assert events[0].payout_change.created.payout == created
     assert [e.payout for e in events] == [created, paid, confirmed, cancelled]
-    changes = [(e.payout_change.status_changed.status, e.payout_change.status_changed.details) for e in events[1:]]
+    changes = [
+        (e.payout_change.status_changed.status, e.payout_change.status_changed.details) for e in events[1:]
+    ]
     assert changes == [
         (pb.PAYOUT_STATUS_PAID, ""),
         (pb.PAYOUT_STATUS_CONFIRMED, ""),

@@ -6,20 +6,21 @@ processes; the tests prove outcomes, not timings.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from functools import partial
 from typing import TypeVar
 
 import grpc
 import pytest
 from support import books
 from support.payouts import Stub, cancel, confirm, create, mark_paid, refusal
-from support.world import World
+from support.world import Shop, World
 
 from payout_manager.proto.accounter.v1 import accounter_pb2 as accounter_pb
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2 as pb
@@ -56,10 +57,8 @@ class Clients:
 
         def one(call: Callable[[Stub], T]) -> T | grpc.RpcError:
             stub = self.stub()
-            try:
+            with contextlib.suppress(threading.BrokenBarrierError):
                 start.wait(timeout=10)
-            except threading.BrokenBarrierError:
-                pass
             try:
                 return call(stub)
             except grpc.RpcError as error:
@@ -80,7 +79,15 @@ def clients(server_address: str) -> Iterator[Clients]:
     pool.close()
 
 
-def outcomes(results: list[object]) -> Counter[str]:
+def _on(action: Callable[[Stub, str], pb.Payout], payout_id: str, stub: Stub) -> pb.Payout:
+    return action(stub, payout_id)
+
+
+def _create(shop: Shop, stub: Stub) -> pb.Payout:
+    return create(stub, shop.party_id, shop.shop_id, PAYOUT)
+
+
+def outcomes(results: Sequence[object]) -> Counter[str]:
     """'OK' or 'CODE/REASON' for each result."""
     counted: Counter[str] = Counter()
     for result in results:
@@ -133,7 +140,7 @@ def test_concurrent_confirm_and_cancel_end_in_a_state_whose_balances_match(
 
     calls: list[Callable[[Stub], pb.Payout]] = []
     for payout_id in made:
-        calls += [lambda s, p=payout_id: confirm(s, p), lambda s, p=payout_id: cancel(s, p)]  # type: ignore[misc]
+        calls += [partial(_on, confirm, payout_id), partial(_on, cancel, payout_id)]
     random.shuffle(calls)
     results = clients.run(calls)
 
@@ -159,11 +166,11 @@ def test_a_storm_of_mixed_calls_on_many_shops_keeps_the_books(
     """Creates, mark-paids, confirms and cancels on 8 shops sharing one system account, in any order."""
     shops = [world.add_shop(funds=15 * COST) for _ in range(8)]
     made = [create(clients.stub(), s.party_id, s.shop_id, PAYOUT).payout_id for s in shops for _ in range(5)]
-    actions = [confirm, cancel, mark_paid]
+    actions: list[Callable[[Stub, str], pb.Payout]] = [confirm, cancel, mark_paid]
     calls: list[Callable[[Stub], pb.Payout]] = [
-        (lambda s, p=p, a=a: a(s, p)) for p in made for a in random.sample(actions, k=3)  # type: ignore[misc]
+        partial(_on, action, payout_id) for payout_id in made for action in random.sample(actions, k=3)
     ]
-    calls += [(lambda s, shop=shop: create(s, shop.party_id, shop.shop_id, PAYOUT)) for shop in shops for _ in range(12)]
+    calls += [partial(_create, shop) for shop in shops for _ in range(12)]
     random.shuffle(calls)
 
     results = clients.run(calls)

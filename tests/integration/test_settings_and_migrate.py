@@ -91,7 +91,9 @@ def test_missing_database_url_stops_the_program_with_one_line(command: str) -> N
         f"postgresql://pm:{PASSWORD}@127.0.0.1:70000/pm",
     ],
 )
-def test_malformed_database_url_stops_the_program_with_one_line_and_no_password(command: str, url: str) -> None:
+def test_malformed_database_url_stops_the_program_with_one_line_and_no_password(
+    command: str, url: str
+) -> None:
     run = payout_manager(command, env={"PM_DATABASE_URL": url})
 
     assert_refused_in_one_line(run, "PM_DATABASE_URL")
@@ -173,7 +175,9 @@ def test_load_reads_every_setting_from_the_environment() -> None:
 
 
 def test_load_treats_blank_values_as_unset() -> None:
-    loaded = settings.load({"PM_DATABASE_URL": "  ", "PM_GRPC_ADDRESS": "", "PM_KAFKA_BOOTSTRAP_SERVERS": " "})
+    loaded = settings.load(
+        {"PM_DATABASE_URL": "  ", "PM_GRPC_ADDRESS": "", "PM_KAFKA_BOOTSTRAP_SERVERS": " "}
+    )
 
     assert loaded == settings.load({})
 
@@ -282,7 +286,9 @@ def test_migrate_twice_changes_nothing_the_second_time(fresh_database_url: str) 
     assert after_first[1] == [head_revision()]
 
 
-def test_two_migrates_at_once_on_a_fresh_database_both_succeed(fresh_database_url: str, tmp_path: Path) -> None:
+def test_two_migrates_at_once_on_a_fresh_database_both_succeed(
+    fresh_database_url: str, tmp_path: Path
+) -> None:
     env = controlled_env({"PM_DATABASE_URL": fresh_database_url})
     logs = [tmp_path / f"migrate-{n}.log" for n in range(2)]
     processes = []

@@ -16,11 +16,15 @@ def _dsn(database_url: str) -> str:
 def unbalanced_currencies(database_url: str) -> list[tuple[str, int]]:
     """Currencies whose own amounts do not sum to 0 (double entry says: none)."""
     with psycopg2.connect(_dsn(database_url)) as connection, connection.cursor() as cursor:
-        cursor.execute("SELECT currency, sum(own_amount) FROM account GROUP BY currency HAVING sum(own_amount) <> 0")
+        cursor.execute(
+            "SELECT currency, sum(own_amount) FROM account GROUP BY currency HAVING sum(own_amount) <> 0"
+        )
         return [(currency, int(total)) for currency, total in cursor.fetchall()]
 
 
-def payouts_whose_plans_disagree(database_url: str, payout_ids: Sequence[str]) -> list[tuple[str, str, str, str]]:
+def payouts_whose_plans_disagree(
+    database_url: str, payout_ids: Sequence[str]
+) -> list[tuple[str, str, str, str]]:
     """Payouts whose posting plans do not match their status.
 
     UNPAID and PAID hold their plan; CONFIRMED committed it; CANCELLED rolled it back, or
@@ -49,7 +53,8 @@ def payouts_whose_plans_disagree(database_url: str, payout_ids: Sequence[str]) -
 def event_sequences(database_url: str, payout_ids: Sequence[str]) -> dict[str, list[int]]:
     with psycopg2.connect(_dsn(database_url)) as connection, connection.cursor() as cursor:
         cursor.execute(
-            "SELECT payout_id, sequence_id FROM payout_event WHERE payout_id = ANY(%s) ORDER BY payout_id, sequence_id",
+            "SELECT payout_id, sequence_id FROM payout_event"
+            " WHERE payout_id = ANY(%s) ORDER BY payout_id, sequence_id",
             (list(payout_ids),),
         )
         sequences: dict[str, list[int]] = {payout_id: [] for payout_id in payout_ids}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
@@ -13,10 +15,24 @@ from payout_manager.proto.payout_manager.v1 import payout_manager_pb2_grpc
 Stub = payout_manager_pb2_grpc.PayoutManagementStub
 
 
-def create(payouts: Stub, party_id: str, shop_id: str, amount: int, **fields: object) -> pb.Payout:
+def create(
+    payouts: Stub,
+    party_id: str,
+    shop_id: str,
+    amount: int,
+    *,
+    payout_id: str = "",
+    payout_tool_id: str = "",
+    metadata: Mapping[str, str] | None = None,
+) -> pb.Payout:
     return payouts.CreatePayout(
         pb.CreatePayoutRequest(
-            party_id=party_id, shop_id=shop_id, cash=party_pb.Cash(amount=amount, currency="RUB"), **fields
+            payout_id=payout_id,
+            party_id=party_id,
+            shop_id=shop_id,
+            cash=party_pb.Cash(amount=amount, currency="RUB"),
+            payout_tool_id=payout_tool_id,
+            metadata=metadata,
         )
     )
 
@@ -34,7 +50,7 @@ def mark_paid(payouts: Stub, payout_id: str) -> pb.Payout:
 
 
 def refusal(call: grpc.RpcError) -> tuple[grpc.StatusCode, str]:
-    status = rpc_status.from_call(call)  # type: ignore[arg-type]
+    status = rpc_status.from_call(call)
     assert status is not None, f"no rich status in {call}"
     for detail in status.details:
         if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
