@@ -4,7 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint proto clean
+GRPCURL_VERSION := v1.9.3
+TOOLS := $(CURDIR)/.tools/bin
+
+.PHONY: run test lint proto tools clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,5 +32,11 @@ lint: $(STAMP)
 proto: $(STAMP)
 	$(BIN)/python scripts/gen_proto.py
 
+## tools: grpcurl (pinned) into .tools/bin, for the README's session
+tools: $(TOOLS)/grpcurl
+
+$(TOOLS)/grpcurl:
+	GOBIN=$(TOOLS) go install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
+
 clean:
-	rm -rf $(VENV) .demo
+	rm -rf $(VENV) .demo .tools
