@@ -21,7 +21,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from tenacity import RetryCallState, Retrying, retry_if_exception, wait_random_exponential
 
-from payout_manager.errors import Reason, Refusal
+from payout_manager.errors import FieldViolation, Reason, Refusal
 from payout_manager.payouts.cash_flow import AccountType, CashFlowAccount, CashFlowPosting
 from payout_manager.proto.party_management.v1 import party_management_pb2, party_management_pb2_grpc
 
@@ -192,6 +192,14 @@ def _stop_near(deadline: float) -> Callable[[RetryCallState], bool]:
     return stop
 
 
+# PartyManagement's INVALID_ARGUMENT refusals concern these fields of the payout request.
+_VIOLATIONS: dict[Reason, tuple[FieldViolation, ...]] = {
+    Reason.CURRENCY_MISMATCH: (FieldViolation("cash.currency", "must be the shop's currency"),),
+    Reason.AMOUNT_OUT_OF_RANGE: (FieldViolation("cash.amount", "makes a posting leave the int64 range"),),
+    Reason.INVALID_REQUEST: (FieldViolation("", "PartyManagement refused the request"),),
+}
+
+
 def _refusal(method: str, error: grpc.RpcError) -> Refusal:
     code = error.code()
     details = error.details() or ""
@@ -203,7 +211,7 @@ def _refusal(method: str, error: grpc.RpcError) -> Refusal:
     if code in _REFUSAL_CODES:
         reason = _error_reason(error)
         if reason is not None:
-            return Refusal(reason, details or reason.value)
+            return Refusal(reason, details or reason.value, _VIOLATIONS.get(reason, ()))
     return Refusal(
         Reason.PARTY_MANAGEMENT_UNAVAILABLE, f"PartyManagement {method} failed: {code.name}: {details}"
     )

@@ -141,6 +141,7 @@ def _in_int64(balance: Balance) -> Balance:
             raise Refusal(
                 Reason.AMOUNT_OUT_OF_RANGE,
                 f"account {balance.account_id} would leave the int64 range of minor units",
+                (FieldViolation("batch.postings", f"would take account {balance.account_id} out of int64"),),
             )
     return balance
 

@@ -6,10 +6,11 @@ from datetime import UTC, datetime, timedelta
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from payout_manager.accounting.rules import Account, Batch, Plan, PlanStatus, Posting
+from payout_manager.accounting.rules import Account, Batch, Plan, PlanStatus, Posting, text_violations
 from payout_manager.errors import FieldViolation, invalid
 from payout_manager.events.codec import STATUS_FROM_PROTO, timestamp
 from payout_manager.payouts.model import PayoutRequest
+from payout_manager.payouts.validation import MAX_ID_LENGTH
 from payout_manager.proto.accounter.v1 import accounter_pb2 as accounter_pb
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2 as pb
 from payout_manager.storage.payouts import PayoutFilter
@@ -42,7 +43,10 @@ def create_request(request: pb.CreatePayoutRequest) -> PayoutRequest:
 
 
 def payout_filter(request: pb.ListPayoutsRequest) -> PayoutFilter:
-    violations = []
+    violations = [
+        *text_violations("party_id", request.party_id, max_length=MAX_ID_LENGTH, required=False),
+        *text_violations("shop_id", request.shop_id, max_length=MAX_ID_LENGTH, required=False),
+    ]
     statuses = []
     for index, value in enumerate(request.statuses):
         status = STATUS_FROM_PROTO.get(value)

@@ -17,7 +17,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
 
 from payout_manager.api.errors import to_status
-from payout_manager.errors import Reason, Refusal
+from payout_manager.errors import FieldViolation, Reason, Refusal
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,11 @@ def _guarded(
     def handle(request: Message | _Malformed, context: grpc.ServicerContext) -> Message:
         try:
             if isinstance(request, _Malformed):
-                raise Refusal(Reason.MALFORMED_REQUEST, f"the request is not a valid {method} message")
+                raise Refusal(
+                    Reason.MALFORMED_REQUEST,
+                    f"the request is not a valid {method} message",
+                    (FieldViolation("", "the bytes do not decode as the request message"),),
+                )
             return behaviour(request, context)
         except Refusal as refusal:
             log.info("%s refused: %s", method, refusal)

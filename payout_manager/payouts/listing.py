@@ -13,9 +13,12 @@ import json
 from datetime import UTC, datetime, timedelta
 
 from payout_manager.errors import FieldViolation, Reason, Refusal
+from payout_manager.payouts.validation import MAX_ID_LENGTH
 from payout_manager.storage.payouts import Cursor, PayoutFilter
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Ours are at most about 1100 characters (64 escaped astral characters); longer ones are not ours.
+MAX_TOKEN_LENGTH = 2048
 
 
 def _fingerprint(where: PayoutFilter) -> str:
@@ -44,12 +47,28 @@ def decode(token: str, where: PayoutFilter) -> Cursor:
         "page_token is not one this service made for these filters",
         (FieldViolation("page_token", "must be a next_page_token returned for the same filters"),),
     )
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise refusal
     try:
         data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
         micros, payout_id, fingerprint = data["t"], data["id"], data["f"]
-        valid = isinstance(micros, int) and isinstance(payout_id, str) and fingerprint == _fingerprint(where)
+        valid = (
+            type(micros) is int
+            and isinstance(payout_id, str)
+            and len(payout_id) <= MAX_ID_LENGTH
+            and "\x00" not in payout_id
+            and fingerprint == _fingerprint(where)
+        )
         created_at = _EPOCH + timedelta(microseconds=micros) if valid else None
-    except (ValueError, TypeError, KeyError, OverflowError, binascii.Error, UnicodeDecodeError):
+    except (
+        ValueError,
+        TypeError,
+        KeyError,
+        OverflowError,
+        RecursionError,
+        binascii.Error,
+        UnicodeDecodeError,
+    ):
         raise refusal from None
     if created_at is None:
         raise refusal

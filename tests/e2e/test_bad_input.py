@@ -18,10 +18,9 @@ from typing import Any, TypeVar
 import grpc
 import pytest
 from google.protobuf.message import Message
-from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.strategies import (
     INT64_MAX,
@@ -170,24 +169,42 @@ def assert_handled(call: Callable[[], object]) -> None:
         assert_proper_refusal(error)
 
 
+@dataclass(frozen=True)
+class Books:
+    """The known accounts' balances when a test began."""
+
+    accounter: Accounter
+    known: Known
+    before: Balances
+
+    def assert_unchanged(self) -> None:
+        assert balances(self.accounter, self.known) == self.before, (
+            "a refused or harmless request moved money"
+        )
+
+
+@pytest.fixture
+def books(accounter: Accounter, known: Known) -> Books:
+    return Books(accounter, known, balances(accounter, known))
+
+
+# `books` is taken once per test, not per example, on purpose: every example of a test is checked
+# against the balances from before the first one.
+properties = settings(
+    max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
 def prove_survives(
+    data: st.DataObject,
     requests: st.SearchStrategy[Request],
     rpc: grpc.UnaryUnaryMultiCallable[Request, Any],
-    accounter: Accounter,
-    known: Known,
-    *,
-    max_examples: int = EXAMPLES,
+    books: Books,
 ) -> None:
-    """Sends random requests to `rpc`: each handled, and no known balance moved after any of them."""
-    before = balances(accounter, known)
-
-    @settings(max_examples=max_examples, deadline=None)
-    @given(request=requests)
-    def survives(request: Request) -> None:
-        assert_handled(lambda: rpc(request, timeout=CALL_TIMEOUT))
-        assert balances(accounter, known) == before, "a refused or harmless request moved money"
-
-    survives()
+    """Sends one random request to `rpc`: handled, and no known balance moved."""
+    request = data.draw(requests, label="request")
+    assert_handled(lambda: rpc(request, timeout=CALL_TIMEOUT))
+    books.assert_unchanged()
 
 
 # Strategies for the requests of each RPC. Parties and shops of tests are named `party-...` and
@@ -240,9 +257,11 @@ def _poison_create(request: pb.CreatePayoutRequest, draw: st.DrawFn) -> None:
     elif poison == 1:
         request.ClearField("cash")
     elif poison == 2:
-        request.cash.currency = draw(st.one_of(st.sampled_from(["USD", "EUR", "rub"]), texts()).filter(
-            lambda currency: currency != CURRENCY
-        ))
+        request.cash.currency = draw(
+            st.one_of(st.sampled_from(["USD", "EUR", "rub"]), texts()).filter(
+                lambda currency: currency != CURRENCY
+            )
+        )
     elif poison == 3:
         # More than the shop has: refused for funds, or for leaving int64 near the top.
         request.cash.amount = draw(st.one_of(st.integers(FUNDS + 1, INT64_MAX), st.just(INT64_MAX)))
@@ -257,7 +276,9 @@ def _poison_create(request: pb.CreatePayoutRequest, draw: st.DrawFn) -> None:
     elif poison == 7:
         request.payout_id = draw(bad_texts(64))
     elif poison == 8:
-        request.payout_tool_id = draw(st.one_of(bad_texts(64), texts().filter(lambda tool: tool not in TOOLS)))
+        request.payout_tool_id = draw(
+            st.one_of(bad_texts(64), texts().filter(lambda tool: tool not in TOOLS))
+        )
     else:
         request.shop_id = draw(unknown_shop_ids())
 
@@ -270,7 +291,13 @@ def poisoned_creates(draw: st.DrawFn, known: Known) -> pb.CreatePayoutRequest:
         shop_id=known.shop.shop_id,
         cash=party_pb.Cash(amount=draw(st.integers(1, FUNDS // 2)), currency=CURRENCY),
         payout_tool_id=draw(st.sampled_from(TOOLS)),
-        metadata=draw(st.dictionaries(st.text(min_size=1, max_size=8).filter(_without_nul), st.text(max_size=8).filter(_without_nul), max_size=4)),
+        metadata=draw(
+            st.dictionaries(
+                st.text(min_size=1, max_size=8).filter(_without_nul),
+                st.text(max_size=8).filter(_without_nul),
+                max_size=4,
+            )
+        ),
     )
     _poison_create(request, draw)
     return request
@@ -339,7 +366,19 @@ def _tampered(token: str, changes: dict[str, object], dropped: list[str]) -> str
     return _token(data)
 
 
-_JSON_ODDITIES: list[object] = [None, True, False, [], {}, 1.5, float("nan"), 10**30, -(10**30), "\ud800", "\x00"]
+_JSON_ODDITIES: list[object] = [
+    None,
+    True,
+    False,
+    [],
+    {},
+    1.5,
+    float("nan"),
+    10**30,
+    -(10**30),
+    "\ud800",
+    "\x00",
+]
 
 
 def json_values() -> st.SearchStrategy[object]:
@@ -349,7 +388,8 @@ def json_values() -> st.SearchStrategy[object]:
 def page_tokens(known: Known) -> st.SearchStrategy[str]:
     """Garbage, well-framed forgeries, and the known shop's real token with its fields tampered."""
     forged = st.builds(
-        _token, st.fixed_dictionaries({}, optional={"t": json_values(), "id": json_values(), "f": json_values()})
+        _token,
+        st.fixed_dictionaries({}, optional={"t": json_values(), "id": json_values(), "f": json_values()}),
     )
     tampered = st.builds(
         _tampered,
@@ -403,13 +443,21 @@ def get_account_requests(known: Known) -> st.SearchStrategy[acc_pb.GetAccountReq
 
 
 def unknown_account_ids() -> st.SearchStrategy[int]:
-    return st.one_of(st.sampled_from([0, -1, INT64_MIN, INT64_MAX]), st.integers(INT64_MIN, 0), st.integers(10**15, INT64_MAX))
+    return st.one_of(
+        st.sampled_from([0, -1, INT64_MIN, INT64_MAX]),
+        st.integers(INT64_MIN, 0),
+        st.integers(10**15, INT64_MAX),
+    )
 
 
-def _posting(from_id: int, to_id: int, amount: int, currency: str, description: str, swap: bool) -> acc_pb.Posting:
+def _posting(
+    from_id: int, to_id: int, amount: int, currency: str, description: str, swap: bool
+) -> acc_pb.Posting:
     if swap:
         from_id, to_id = to_id, from_id
-    return acc_pb.Posting(from_id=from_id, to_id=to_id, amount=amount, currency=currency, description=description)
+    return acc_pb.Posting(
+        from_id=from_id, to_id=to_id, amount=amount, currency=currency, description=description
+    )
 
 
 def postings_to_unknown_accounts(known: Known) -> st.SearchStrategy[acc_pb.Posting]:
@@ -440,7 +488,9 @@ def invalid_postings_between_known_accounts(draw: st.DrawFn, known: Known) -> ac
     elif poison == 1:
         posting.amount = draw(st.integers(INT64_MIN, -1))
     elif poison == 2:
-        posting.currency = draw(st.one_of(st.sampled_from(["USD", "rub", ""]), texts()).filter(lambda c: c != CURRENCY))
+        posting.currency = draw(
+            st.one_of(st.sampled_from(["USD", "rub", ""]), texts()).filter(lambda c: c != CURRENCY)
+        )
     else:
         posting.description = draw(bad_texts(1024))
     return posting
@@ -469,59 +519,111 @@ def get_plan_requests(known: Known) -> st.SearchStrategy[acc_pb.GetPlanRequest]:
 # PayoutManagement
 
 
-def test_create_payout_survives_random_requests(payouts: Payouts, accounter: Accounter, known: Known) -> None:
-    prove_survives(create_payout_requests(known), payouts.CreatePayout, accounter, known)
+@properties
+@given(data=st.data())
+def test_create_payout_survives_random_requests(
+    payouts: Payouts, known: Known, books: Books, data: st.DataObject
+) -> None:
+    prove_survives(data, create_payout_requests(known), payouts.CreatePayout, books)
 
 
-def test_get_payout_survives_random_requests(payouts: Payouts, accounter: Accounter, known: Known) -> None:
-    prove_survives(get_payout_requests(known), payouts.GetPayout, accounter, known)
+@properties
+@given(data=st.data())
+def test_get_payout_survives_random_requests(
+    payouts: Payouts, known: Known, books: Books, data: st.DataObject
+) -> None:
+    prove_survives(data, get_payout_requests(known), payouts.GetPayout, books)
 
 
-def test_confirm_payout_survives_random_requests(payouts: Payouts, accounter: Accounter, known: Known) -> None:
-    prove_survives(confirm_payout_requests(known), payouts.ConfirmPayout, accounter, known)
+@properties
+@given(data=st.data())
+def test_confirm_payout_survives_random_requests(
+    payouts: Payouts, known: Known, books: Books, data: st.DataObject
+) -> None:
+    prove_survives(data, confirm_payout_requests(known), payouts.ConfirmPayout, books)
 
 
-def test_cancel_payout_survives_random_requests(payouts: Payouts, accounter: Accounter, known: Known) -> None:
-    prove_survives(cancel_payout_requests(known), payouts.CancelPayout, accounter, known)
+@properties
+@given(data=st.data())
+def test_cancel_payout_survives_random_requests(
+    payouts: Payouts, known: Known, books: Books, data: st.DataObject
+) -> None:
+    prove_survives(data, cancel_payout_requests(known), payouts.CancelPayout, books)
 
 
-def test_mark_payout_paid_survives_random_requests(payouts: Payouts, accounter: Accounter, known: Known) -> None:
-    prove_survives(mark_payout_paid_requests(known), payouts.MarkPayoutPaid, accounter, known)
+@properties
+@given(data=st.data())
+def test_mark_payout_paid_survives_random_requests(
+    payouts: Payouts, known: Known, books: Books, data: st.DataObject
+) -> None:
+    prove_survives(data, mark_payout_paid_requests(known), payouts.MarkPayoutPaid, books)
 
 
-def test_list_payouts_survives_random_requests(payouts: Payouts, accounter: Accounter, known: Known) -> None:
-    prove_survives(list_payouts_requests(known), payouts.ListPayouts, accounter, known)
+@properties
+@given(data=st.data())
+def test_list_payouts_survives_random_requests(
+    payouts: Payouts, known: Known, books: Books, data: st.DataObject
+) -> None:
+    prove_survives(data, list_payouts_requests(known), payouts.ListPayouts, books)
 
 
-def test_get_payout_events_survives_random_requests(payouts: Payouts, accounter: Accounter, known: Known) -> None:
-    prove_survives(get_payout_events_requests(known), payouts.GetPayoutEvents, accounter, known)
+@properties
+@given(data=st.data())
+def test_get_payout_events_survives_random_requests(
+    payouts: Payouts, known: Known, books: Books, data: st.DataObject
+) -> None:
+    prove_survives(data, get_payout_events_requests(known), payouts.GetPayoutEvents, books)
 
 
 # Accounter
 
 
-def test_create_account_survives_random_requests(accounter: Accounter, known: Known) -> None:
-    prove_survives(create_account_requests(known), accounter.CreateAccount, accounter, known)
+@properties
+@given(data=st.data())
+def test_create_account_survives_random_requests(
+    accounter: Accounter, known: Known, books: Books, data: st.DataObject
+) -> None:
+    prove_survives(data, create_account_requests(known), accounter.CreateAccount, books)
 
 
-def test_get_account_survives_random_requests(accounter: Accounter, known: Known) -> None:
-    prove_survives(get_account_requests(known), accounter.GetAccount, accounter, known)
+@properties
+@given(data=st.data())
+def test_get_account_survives_random_requests(
+    accounter: Accounter, known: Known, books: Books, data: st.DataObject
+) -> None:
+    prove_survives(data, get_account_requests(known), accounter.GetAccount, books)
 
 
-def test_hold_survives_random_requests(accounter: Accounter, known: Known) -> None:
-    prove_survives(hold_requests(known), accounter.Hold, accounter, known)
+@properties
+@given(data=st.data())
+def test_hold_survives_random_requests(
+    accounter: Accounter, known: Known, books: Books, data: st.DataObject
+) -> None:
+    prove_survives(data, hold_requests(known), accounter.Hold, books)
 
 
-def test_commit_plan_survives_random_requests(accounter: Accounter, known: Known) -> None:
-    prove_survives(commit_plan_requests(known), accounter.CommitPlan, accounter, known)
+@properties
+@given(data=st.data())
+def test_commit_plan_survives_random_requests(
+    accounter: Accounter, known: Known, books: Books, data: st.DataObject
+) -> None:
+    prove_survives(data, commit_plan_requests(known), accounter.CommitPlan, books)
 
 
-def test_rollback_plan_survives_random_requests(accounter: Accounter, known: Known) -> None:
-    prove_survives(rollback_plan_requests(known), accounter.RollbackPlan, accounter, known)
+@properties
+@given(data=st.data())
+def test_rollback_plan_survives_random_requests(
+    accounter: Accounter, known: Known, books: Books, data: st.DataObject
+) -> None:
+    prove_survives(data, rollback_plan_requests(known), accounter.RollbackPlan, books)
 
 
-def test_get_plan_survives_random_requests(accounter: Accounter, known: Known) -> None:
-    prove_survives(get_plan_requests(known), accounter.GetPlan, accounter, known)
+@properties
+@given(data=st.data())
+def test_get_plan_survives_random_requests(
+    accounter: Accounter, known: Known, books: Books, data: st.DataObject
+) -> None:
+    prove_survives(data, get_plan_requests(known), accounter.GetPlan, books)
 
 
 # Raw bytes where a serialized request belongs
@@ -529,26 +631,26 @@ def test_get_plan_survives_random_requests(accounter: Accounter, known: Known) -
 
 METHODS = [
     f"/{service.full_name}/{method.name}"
-    for service in (pb.DESCRIPTOR.services_by_name["PayoutManagement"], acc_pb.DESCRIPTOR.services_by_name["Accounter"])
+    for service in (
+        pb.DESCRIPTOR.services_by_name["PayoutManagement"],
+        acc_pb.DESCRIPTOR.services_by_name["Accounter"],
+    )
     for method in service.methods
 ]
 
 
 @pytest.mark.parametrize("method", METHODS)
+@settings(
+    max_examples=RAW_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(raw=raw_requests())
 def test_raw_bytes_are_handled_or_refused_as_malformed(
-    channel: grpc.Channel, accounter: Accounter, known: Known, method: str
+    channel: grpc.Channel, books: Books, method: str, raw: bytes
 ) -> None:
     # No serializers: the bytes go on the wire as they are, and come back as bytes.
     rpc: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(method)
-    before = balances(accounter, known)
-
-    @settings(max_examples=RAW_EXAMPLES, deadline=None)
-    @given(data=raw_requests())
-    def survives(data: bytes) -> None:
-        assert_handled(lambda: rpc(data, timeout=CALL_TIMEOUT))
-
-    survives()
-    assert balances(accounter, known) == before
+    assert_handled(lambda: rpc(raw, timeout=CALL_TIMEOUT))
+    books.assert_unchanged()
 
 
 def test_the_properties_cover_every_rpc() -> None:

@@ -30,7 +30,7 @@ PASSWORD = "s3cret-pw"
 # A well-formed URL to a port where nothing listens: a setting that slips through fails fast.
 UNREACHABLE_DATABASE_URL = f"postgresql://pm:{PASSWORD}@127.0.0.1:{free_port()}/pm"
 # A refused start takes well under a second; one still running after this has started for real.
-REFUSAL_TIMEOUT = 15.0
+REFUSAL_TIMEOUT = 10.0
 MIGRATE_TIMEOUT = 120.0
 EXPECTED_TABLES = {"account", "payout", "payout_event", "posting", "posting_plan", "alembic_version"}
 

@@ -7,8 +7,10 @@ numbers no proto declares, timestamps outside what a datetime or PostgreSQL can 
 
 from __future__ import annotations
 
-from hypothesis import strategies as st
+from collections.abc import Sequence
+
 from google.protobuf.timestamp_pb2 import Timestamp
+from hypothesis import strategies as st
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
@@ -92,7 +94,7 @@ def int32s() -> st.SearchStrategy[int]:
     )
 
 
-def enum_numbers(declared: list[int]) -> st.SearchStrategy[int]:
+def enum_numbers(declared: Sequence[int]) -> st.SearchStrategy[int]:
     """An enum field's number: a declared one, or one no proto declares (proto3 enums are open)."""
     return st.one_of(
         st.sampled_from(declared),
@@ -204,5 +206,7 @@ def raw_requests() -> st.SearchStrategy[bytes]:
             st.one_of(st.integers(1, 2**32), st.just(UINT64_MAX)),
             st.binary(max_size=8),
         ),
-        st.sampled_from([b"", b"\x00", b"\xff" * 16, b"\x80" * 11, b"\x0a\x02\xff\xfe", b"\x0a\x05\xc0\x80RUB"]),
+        st.sampled_from(
+            [b"", b"\x00", b"\xff" * 16, b"\x80" * 11, b"\x0a\x02\xff\xfe", b"\x0a\x05\xc0\x80RUB"]
+        ),
     )
