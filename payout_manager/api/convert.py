@@ -18,16 +18,18 @@ from payout_manager.storage.payouts import PayoutFilter
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MIN = datetime(1, 1, 1, tzinfo=UTC)
 _MAX = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+_MIN_SECONDS = (_MIN - _EPOCH) // timedelta(seconds=1)
+_MAX_SECONDS = (_MAX - _EPOCH) // timedelta(seconds=1)
 
 
 def moment(field: str, value: Timestamp) -> datetime:
     """A Timestamp as an aware datetime, refused when it lies outside years 1..9999."""
     if not 0 <= value.nanos < 1_000_000_000:
         raise invalid([FieldViolation(f"{field}.nanos", "must be between 0 and 999999999")])
-    seconds = timedelta(seconds=value.seconds, microseconds=value.nanos // 1000)
-    if not _MIN - _EPOCH <= seconds <= _MAX - _EPOCH:
+    # Checked on the integer first: a timedelta of an absurd number of seconds would overflow.
+    if not _MIN_SECONDS <= value.seconds <= _MAX_SECONDS:
         raise invalid([FieldViolation(field, "must lie between the years 1 and 9999")])
-    return _EPOCH + seconds
+    return _EPOCH + timedelta(seconds=value.seconds, microseconds=value.nanos // 1000)
 
 
 def create_request(request: pb.CreatePayoutRequest) -> PayoutRequest:

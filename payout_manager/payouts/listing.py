@@ -57,6 +57,7 @@ def decode(token: str, where: PayoutFilter) -> Cursor:
             and isinstance(payout_id, str)
             and len(payout_id) <= MAX_ID_LENGTH
             and "\x00" not in payout_id
+            and bool(payout_id.encode())  # raises on lone surrogates, which PostgreSQL cannot take
             and fingerprint == _fingerprint(where)
         )
         created_at = _EPOCH + timedelta(microseconds=micros) if valid else None

@@ -31,12 +31,10 @@ def check_create(request: PayoutRequest) -> None:
     if len(request.metadata) > MAX_METADATA_ENTRIES:
         violations.append(FieldViolation("metadata", f"must have at most {MAX_METADATA_ENTRIES} entries"))
     for key, value in sorted(request.metadata.items())[:MAX_METADATA_ENTRIES]:
-        violations += text_violations(
-            f"metadata[{key[:MAX_METADATA_LENGTH]!r}]", key, max_length=MAX_METADATA_LENGTH, required=True
-        )
-        violations += text_violations(
-            f"metadata[{key[:MAX_METADATA_LENGTH]!r}]", value, max_length=MAX_METADATA_LENGTH, required=False
-        )
+        # Keys are named short: a refusal must stay small enough to reach the caller.
+        name = f"metadata[{key[:32]!r}]"
+        violations += text_violations(name, key, max_length=MAX_METADATA_LENGTH, required=True)
+        violations += text_violations(name, value, max_length=MAX_METADATA_LENGTH, required=False)
     if violations:
         raise invalid(violations)
 

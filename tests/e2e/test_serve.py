@@ -6,14 +6,15 @@ to create accounts), so stopping and killing them disturbs no other test.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent import futures
-from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -64,15 +65,22 @@ class Served:
     def stop(self, timeout: float = 30.0) -> int:
         return self.process.stop(timeout=timeout)
 
-    def wait_for_log(self, text: str, count: int = 1, timeout: float = 10.0) -> None:
+    def wait_for_log(self, text: str, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
-        while self.process.output().count(text) < count:
+        while text not in self.process.output():
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{text!r} not logged {count} time(s):\n{self.process.output()}")
+                raise TimeoutError(f"{text!r} not logged:\n{self.process.output()}")
             time.sleep(0.05)
 
 
-StartServe = Callable[..., Served]
+class StartServe(Protocol):
+    def __call__(
+        self,
+        workers: int = 1,
+        *,
+        party_management_address: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> Served: ...
 
 
 @pytest.fixture
@@ -87,7 +95,6 @@ def start_serve(
         *,
         party_management_address: str | None = None,
         env: dict[str, str] | None = None,
-        wait: bool = True,
     ) -> Served:
         address = f"127.0.0.1:{free_port()}"
         process = Process(
@@ -101,13 +108,14 @@ def start_serve(
         )
         served = Served(process, address)
         started.append(served)
-        if wait:
-            wait_until_serving(address, process)
+        wait_until_serving(address, process)
         return served
 
     yield start
     for served in started:
-        served.stop(timeout=10)
+        # Process.stop kills what is still running after the timeout; the test has said why.
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            served.stop(timeout=10)
 
 
 class SlowPartyManagement:
@@ -179,7 +187,7 @@ def create_request(shop: Shop, amount: int, payout_id: str = "") -> pb.CreatePay
 
 def stored_payouts(database_url: str, payout_ids: list[str]) -> dict[str, str]:
     """Status of each of `payout_ids` that is in the database, read directly from PostgreSQL."""
-    with closing(psycopg2.connect(database_url)) as connection, connection.cursor() as cursor:
+    with contextlib.closing(psycopg2.connect(database_url)) as connection, connection.cursor() as cursor:
         cursor.execute("SELECT payout_id, status FROM payout WHERE payout_id = ANY(%s)", (payout_ids,))
         return dict(cursor.fetchall())
 
@@ -207,6 +215,19 @@ def listening_children(served: Served) -> list[psutil.Process]:
     """The children of the serve process that hold a listening socket on its port."""
     parent = psutil.Process(served.process.popen.pid)
     return [child for child in parent.children() if listens_on(child, served.port)]
+
+
+def wait_for_listening_children(served: Served, count: int, timeout: float = 30.0) -> list[psutil.Process]:
+    """The listening children, once there are `count` of them.
+
+    Needed because SERVING from some connections only proves that one worker is up.
+    """
+    deadline = time.monotonic() + timeout
+    while len(children := listening_children(served)) < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{len(children)} children listen, not {count}:\n{served.process.output()}")
+        time.sleep(0.05)
+    return children
 
 
 def listens_on(process: psutil.Process, port: int) -> bool:
@@ -282,19 +303,22 @@ def test_reflection_describes_the_payout_management_service(served: Served) -> N
 def test_two_workers_are_two_processes_listening_on_one_port(start_serve: StartServe) -> None:
     served = start_serve(workers=2)
 
-    workers = listening_children(served)
+    workers = wait_for_listening_children(served, 2)
 
-    assert len(workers) == 2, f"{len(workers)} children listen on {served.port}"
+    time.sleep(0.5)  # a third one, if any, would have shown up by now
+    assert len(listening_children(served)) == 2
+    assert len({worker.pid for worker in workers}) == 2
     assert not listens_on(psutil.Process(served.process.popen.pid), served.port)
 
 
 def test_two_workers_both_take_connections(start_serve: StartServe) -> None:
     served = start_serve(workers=2)
-    workers = listening_children(served)
-    assert len(workers) == 2
+    workers = wait_for_listening_children(served, 2)
 
     # The kernel spreads new connections over the listeners: 24 of them all on one worker has odds 2**-23.
-    channels = [grpc.insecure_channel(served.address) for _ in range(24)]
+    # A local subchannel pool gives each channel its own connection instead of one shared by all.
+    options = [("grpc.use_local_subchannel_pool", 1)]
+    channels = [grpc.insecure_channel(served.address, options=options) for _ in range(24)]
     try:
         for channel in channels:
             reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
@@ -313,8 +337,7 @@ def test_sigterm_with_two_workers_stops_both_and_exits_zero_within_the_grace_per
 ) -> None:
     grace = 5.0
     served = start_serve(workers=2, env={"PM_SHUTDOWN_GRACE": str(grace)})
-    workers = listening_children(served)
-    assert len(workers) == 2
+    workers = wait_for_listening_children(served, 2)
 
     started = time.monotonic()
     code = served.stop(timeout=grace + 10)
@@ -328,7 +351,7 @@ def test_sigterm_with_two_workers_stops_both_and_exits_zero_within_the_grace_per
 
 def test_a_worker_that_dies_stops_the_other_and_serve_exits_nonzero(start_serve: StartServe) -> None:
     served = start_serve(workers=2)
-    dying, other = listening_children(served)
+    dying, other = wait_for_listening_children(served, 2)
 
     dying.kill()
     try:
@@ -342,6 +365,26 @@ def test_a_worker_that_dies_stops_the_other_and_serve_exits_nonzero(start_serve:
 
 
 # --- graceful shutdown --------------------------------------------------------------------------
+
+
+def test_sigterm_taken_by_any_thread_stops_serve(start_serve: StartServe) -> None:
+    served = start_serve(workers=1)
+    pid = served.process.popen.pid
+    other_threads = [thread.id for thread in psutil.Process(pid).threads() if thread.id != pid]
+    assert other_threads
+
+    # kill() with a thread's id sends the process-wide SIGTERM with that thread as the preferred
+    # taker: what the kernel may do with any SIGTERM, and did here under load.
+    os.kill(other_threads[0], signal.SIGTERM)
+    try:
+        code = served.process.popen.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(
+            f"serve ignored a SIGTERM taken by a thread other than the main one:\n{served.process.output()}"
+        ) from None
+
+    assert code == 0, f"serve exited with {signal_name(code)}:\n{served.process.output()}"
+    assert STOPPING_LINE in served.process.output()
 
 
 def test_sigterm_lets_in_flight_calls_finish_and_refuses_new_ones(
@@ -385,7 +428,12 @@ def test_sigterm_lets_in_flight_calls_finish_and_refuses_new_ones(
     assert world.balance(shop.settlement).min_available_amount == 1_000_000 - in_flight * 1_000
 
 
-def test_sigterm_during_a_burst_of_creates_loses_no_accepted_payout(
+# Calls that reached grpc core but no handler yet are CANCELLED when the server shuts down instead of
+# UNAVAILABLE (grpc/grpc#41785, open): tolerated here, as long as such a call did nothing.
+REFUSED_AT_SHUTDOWN = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED}
+
+
+def test_sigterm_during_a_burst_of_creates_keeps_every_accepted_payout_and_nothing_else(
     start_serve: StartServe, world: World, database_url: str
 ) -> None:
     calls = 50
@@ -408,20 +456,20 @@ def test_sigterm_during_a_burst_of_creates_loses_no_accepted_payout(
         results = [pool.submit(create, stub, payout_id) for payout_id in payout_ids]
         assert first_done.wait(timeout=30)
         served.process.popen.send_signal(signal.SIGTERM)
-        codes = [result.result() for result in results]
-    code = served.process.popen.wait(timeout=30)
+        codes = dict(zip(payout_ids, (result.result() for result in results), strict=True))
+    try:
+        code = served.process.popen.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"serve did not stop after SIGTERM:\n{served.process.output()}") from None
 
-    assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE}, codes
-    accepted = [
-        payout_id for payout_id, status in zip(payout_ids, codes, strict=True) if status == grpc.StatusCode.OK
-    ]
+    assert set(codes.values()) <= {grpc.StatusCode.OK, *REFUSED_AT_SHUTDOWN}, codes
+    accepted = {payout_id for payout_id, status in codes.items() if status == grpc.StatusCode.OK}
     assert accepted
-    stored = stored_payouts(database_url, payout_ids)
-    assert set(accepted) <= set(stored)
+    assert set(stored_payouts(database_url, payout_ids)) == accepted
     assert code == 0, f"serve exited with {signal_name(code)}:\n{served.process.output()}"
     assert STOPPING_LINE in served.process.output()
-    # Every payout in the database holds its amount; nothing else is held.
-    assert world.balance(shop.settlement).min_available_amount == 10_000_000 - len(stored) * 1_000
+    # The accepted payouts hold their amounts; the refused ones hold nothing.
+    assert world.balance(shop.settlement).min_available_amount == 10_000_000 - len(accepted) * 1_000
 
 
 # --- PartyManagement down ----------------------------------------------------------------------

@@ -126,6 +126,13 @@ def string_maps() -> st.SearchStrategy[dict[str, str]]:
     return st.one_of(
         st.dictionaries(short_texts(), short_texts(), max_size=6),
         st.builds(_many_entries, st.integers(30, 1500), short_texts(), short_texts()),
+        # Many keys just over the metadata limit: each is refused, and each refusal is reported.
+        st.builds(
+            _many_entries,
+            st.integers(30, 60),
+            st.builds(_repeated, st.text(min_size=1, max_size=2), st.sampled_from([257, 300])),
+            short_texts(),
+        ),
         st.dictionaries(long_texts(), texts(), min_size=1, max_size=2),
         st.dictionaries(texts(), long_texts(), min_size=1, max_size=2),
         st.sampled_from([{"": ""}, {"": "value"}, {"\x00": "\x00"}, {"key": "a\x00b"}]),
