@@ -51,9 +51,17 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def _run(args: argparse.Namespace, settings: Settings) -> None:
     if args.command == "migrate":
+        from sqlalchemy.exc import OperationalError
+
         from payout_manager.storage import migrations
 
-        migrations.upgrade(settings.require_database_url())
+        try:
+            migrations.upgrade(settings.require_database_url())
+        except OperationalError as error:
+            # psycopg2's first line names host and port, never the password.
+            reason = str(error.orig).strip().splitlines()[0] if error.orig else "unknown error"
+            print(f"payout-manager: cannot migrate, the database is unreachable: {reason}", file=sys.stderr)
+            raise SystemExit(1) from None
     elif args.command == "serve":
         from payout_manager.api import server
 

@@ -64,8 +64,8 @@ def database_url(name: str, value: str) -> str:
         url: URL = make_url(value)
     except (ArgumentError, ValueError):
         raise SettingsError(f"{name} is malformed: not a database URL (is the port a number?)") from None
-    if url.get_backend_name() != "postgresql":
-        raise SettingsError(f"{name} is malformed: {url.drivername!r} is not a postgresql URL")
+    if url.drivername not in ("postgresql", "postgresql+psycopg2"):
+        raise SettingsError(f"{name} is malformed: {url.drivername!r} is not a postgresql:// URL")
     if url.port is not None and not 0 < url.port <= 65535:
         raise SettingsError(f"{name} is malformed: port {url.port} is out of range")
     return value

@@ -115,7 +115,10 @@ def run_worker(settings: Settings, address: str, *, share_port: bool = False) ->
     _on_stop_signals(stop)
     running = build_server(settings, address, share_port=share_port)
     log.info("serving on port %d", running.port)
-    stop.wait()
+    # A wait with a timeout: if another thread takes the signal, Python runs the handler on the
+    # main thread only when it wakes, which an untimed wait never does.
+    while not stop.wait(timeout=0.5):
+        pass
     log.info("stopping: in-flight calls have %.0f s to finish", settings.shutdown_grace)
     running.stop(settings.shutdown_grace)
 
