@@ -34,6 +34,15 @@ def _fingerprint(where: PayoutFilter) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
+def _storable(text: str) -> bool:
+    """Whether PostgreSQL can take `text`: no NUL, no lone surrogate."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in text
+
+
 def encode(cursor: Cursor, where: PayoutFilter) -> str:
     micros = (cursor.created_at - _EPOCH) // timedelta(microseconds=1)
     raw = json.dumps({"t": micros, "id": cursor.payout_id, "f": _fingerprint(where)}, separators=(",", ":"))
@@ -56,8 +65,7 @@ def decode(token: str, where: PayoutFilter) -> Cursor:
             type(micros) is int
             and isinstance(payout_id, str)
             and len(payout_id) <= MAX_ID_LENGTH
-            and "\x00" not in payout_id
-            and bool(payout_id.encode())  # raises on lone surrogates, which PostgreSQL cannot take
+            and _storable(payout_id)
             and fingerprint == _fingerprint(where)
         )
         created_at = _EPOCH + timedelta(microseconds=micros) if valid else None
