@@ -13,10 +13,17 @@ from payout_manager.payouts import validation
 from payout_manager.payouts.service import PayoutService
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2 as pb
 
+# Of the caller's deadline, this much is kept back from PartyManagement's retries for the
+# transaction that follows them, so a slow PartyManagement fails the call cleanly instead of
+# leaving the caller with DEADLINE_EXCEEDED while the payout may still commit.
+TRANSACTION_RESERVE = 0.2
+
 
 def _deadline(context: grpc.ServicerContext) -> float | None:
     remaining = context.time_remaining()
-    return None if remaining is None else time.monotonic() + remaining
+    if remaining is None:
+        return None
+    return time.monotonic() + remaining - min(TRANSACTION_RESERVE, remaining / 5)
 
 
 class PayoutManagementServicer:
