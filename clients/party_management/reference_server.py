@@ -22,7 +22,7 @@ from grpc_status import rpc_status
 from clients.party_management import config as config_file
 from clients.party_management import terms
 from clients.party_management.config import Config, ConfigError
-from payout_manager.payouts.cash_flow import CashFlowAccount, CashFlowPosting
+from payout_manager.events.codec import posting_to_proto
 from payout_manager.proto.party_management.v1 import party_management_pb2, party_management_pb2_grpc
 
 DOMAIN = "party-management"
@@ -108,24 +108,8 @@ class PartyManagementServicer(party_management_pb2_grpc.PartyManagementServicer)
         except terms.TermsRefusal as refusal:
             _abort(context, refusal)
         return party_management_pb2.ComputePayoutCashFlowResponse(
-            postings=[_posting_message(posting) for posting in postings], payout_tool_id=payout_tool_id
+            postings=[posting_to_proto(posting) for posting in postings], payout_tool_id=payout_tool_id
         )
-
-
-def _posting_message(posting: CashFlowPosting) -> party_management_pb2.CashFlowPosting:
-    return party_management_pb2.CashFlowPosting(
-        source=_account_message(posting.source),
-        destination=_account_message(posting.destination),
-        volume=party_management_pb2.Cash(amount=posting.amount, currency=posting.currency),
-        details=posting.details,
-    )
-
-
-def _account_message(account: CashFlowAccount) -> party_management_pb2.CashFlowAccount:
-    return party_management_pb2.CashFlowAccount(
-        type=party_management_pb2.AccountType.Value(f"ACCOUNT_TYPE_{account.type.value}"),
-        account_id=account.account_id,
-    )
 
 
 def _abort(context: grpc.ServicerContext, refusal: terms.TermsRefusal) -> NoReturn:
