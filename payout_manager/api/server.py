@@ -14,7 +14,7 @@ import socket
 import sys
 import threading
 from concurrent import futures
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import FrameType
 
 import grpc
@@ -48,7 +48,6 @@ class RunningServer:
     health: health.HealthServicer
     database: Database
     party_management: PartyManagementClient
-    stopped: threading.Event = field(default_factory=threading.Event)
 
     def stop(self, grace: float) -> None:
         """Refuses new calls, lets in-flight ones finish within `grace` seconds, then closes."""
@@ -56,7 +55,6 @@ class RunningServer:
         self.server.stop(grace).wait()
         self.party_management.close()
         self.database.dispose()
-        self.stopped.set()
 
 
 def build_server(settings: Settings, address: str, *, share_port: bool = False) -> RunningServer:

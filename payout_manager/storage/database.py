@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import TypeVar
 
 import tenacity
@@ -80,18 +79,13 @@ class Database:
         )
         try:
             for attempt in retrying:
-                with attempt, self._connection() as connection, connection.begin():
+                with attempt, self.engine.connect() as connection, connection.begin():
                     return work(connection)
         except (OperationalError, InterfaceError, PoolTimeout) as error:
             if _is_retryable(error):
                 raise
             raise Refusal(Reason.DATABASE_UNAVAILABLE, "the database is unavailable") from error
         raise AssertionError("unreachable: tenacity reraises the last failure")
-
-    @contextmanager
-    def _connection(self) -> Iterator[Connection]:
-        with self.engine.connect() as connection:
-            yield connection
 
     def dispose(self) -> None:
         self.engine.dispose()

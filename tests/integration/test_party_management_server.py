@@ -319,6 +319,19 @@ def test_server_logs_its_port_and_stops_cleanly_on_sigterm(tmp_path: Path) -> No
     assert f"port {server.port}" in server.log()
 
 
+def run_server_to_exit(config_path: Path) -> subprocess.CompletedProcess[str]:
+    """Runs the reference server on `config_path`, expecting it to refuse to start."""
+    return subprocess.run(
+        server_command(config_path, free_port()),
+        cwd=REPO_ROOT,
+        env=server_environment(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 @pytest.mark.parametrize(
     ("content", "problem"),
     [
@@ -344,15 +357,7 @@ def test_bad_config_exits_2_with_one_line_naming_the_problem(
     config_path = tmp_path / "bad.json"
     config_path.write_text(content)
 
-    finished = subprocess.run(
-        server_command(config_path, free_port()),
-        cwd=REPO_ROOT,
-        env=server_environment(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    finished = run_server_to_exit(config_path)
 
     assert finished.returncode == 2
     lines = finished.stderr.splitlines()
@@ -364,15 +369,7 @@ def test_bad_config_exits_2_with_one_line_naming_the_problem(
 def test_missing_config_exits_2_with_one_line(tmp_path: Path) -> None:
     config_path = tmp_path / "missing.json"
 
-    finished = subprocess.run(
-        server_command(config_path, free_port()),
-        cwd=REPO_ROOT,
-        env=server_environment(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    finished = run_server_to_exit(config_path)
 
     assert finished.returncode == 2
     assert finished.stderr.splitlines() == [
