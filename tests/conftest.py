@@ -12,6 +12,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from hypothesis import settings as hypothesis_settings
 from support.postgres import (
     DOCKER_IMAGE,
     TEST_DATABASE,
@@ -25,6 +26,11 @@ from support.world import World
 from payout_manager.local_postgres import LocalPostgres, create_database
 from payout_manager.proto.accounter.v1 import accounter_pb2_grpc
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2_grpc
+
+# CI explores the same examples on every run, so a red build is about the change under test;
+# developers' runs stay random and keep finding new cases.
+hypothesis_settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 def pytest_report_header() -> str:
