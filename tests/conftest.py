@@ -13,6 +13,8 @@ from pathlib import Path
 import grpc
 import pytest
 from hypothesis import settings as hypothesis_settings
+from support.kafka import TestKafka, session_kafka
+from support.kafka import chosen_source as chosen_kafka_source
 from support.postgres import (
     DOCKER_IMAGE,
     TEST_DATABASE,
@@ -33,8 +35,8 @@ hypothesis_settings.register_profile("ci", derandomize=True, database=None, prin
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
-def pytest_report_header() -> str:
-    return f"postgresql: {chosen_source().value}"
+def pytest_report_header() -> list[str]:
+    return [f"postgresql: {chosen_source().value}", f"kafka: {chosen_kafka_source().value}"]
 
 
 @pytest.fixture(scope="session")
@@ -64,6 +66,13 @@ def postgres_server_url(request: pytest.FixtureRequest) -> Iterator[str]:
         # Requested by name so that the embedded server starts only when it is the choice.
         server: LocalPostgres = request.getfixturevalue("local_postgres")
         yield server.url
+
+
+@pytest.fixture(scope="session")
+def kafka() -> Iterator[TestKafka]:
+    """The Kafka every test shares, started on first use: see support.kafka for how it is chosen."""
+    with session_kafka() as broker:
+        yield broker
 
 
 @pytest.fixture(scope="session")

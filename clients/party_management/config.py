@@ -17,6 +17,24 @@ from typing import NoReturn, TypeVar
 
 INT64_MAX = 2**63 - 1
 
+# The SPEC's example terms, as the JSON file spells them: the whole amount to the shop's payout
+# account, and a 1% fee (rounded half away from zero) to the system's settlement account. The demo,
+# the tests and the benchmarks start from these.
+EXAMPLE_TERMS: tuple[dict[str, object], ...] = (
+    {
+        "source": "merchant.settlement",
+        "destination": "merchant.payout",
+        "volume": {"share": [1, 1]},
+        "details": "payout",
+    },
+    {
+        "source": "merchant.settlement",
+        "destination": "system.settlement",
+        "volume": {"share": [1, 100], "rounding": "round_half_away_from_zero"},
+        "details": "fee",
+    },
+)
+
 _CURRENCY = re.compile(r"[A-Z]{3}")
 
 _Member = TypeVar("_Member", bound=enum.Enum)

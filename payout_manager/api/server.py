@@ -1,8 +1,10 @@
 """The composition root: wires storage, PartyManagement and the servicers into a gRPC server.
 
 `serve` runs one process, or `--workers N` processes that share the port with SO_REUSEPORT (the
-kernel spreads connections among them). SIGTERM: health NOT_SERVING, in-flight calls finish within
-the grace period, then the resources close.
+kernel spreads connections among them). The serving process (the parent, with workers) also runs
+the event relay when Kafka is set. SIGTERM: health NOT_SERVING, in-flight calls finish within the
+grace period, then the relay hands its last batch over, then the resources close. Workers whose
+parent dies (SIGKILL) stop too.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from clients.party_management.client import PartyManagementClient
 from payout_manager.api.accounter import AccounterServicer
 from payout_manager.api.handlers import service_handler
 from payout_manager.api.payout_management import PayoutManagementServicer
+from payout_manager.events.relay import Relay
 from payout_manager.payouts.service import PayoutService
 from payout_manager.proto.accounter.v1 import accounter_pb2
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2
@@ -107,18 +110,43 @@ def _on_stop_signals(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, handle)
 
 
-def run_worker(settings: Settings, address: str, *, share_port: bool = False) -> None:
-    """One server process: serves until SIGTERM or SIGINT, then shuts down gracefully."""
-    stop = threading.Event()
-    _on_stop_signals(stop)
+def run_worker(settings: Settings, address: str, stop: threading.Event, *, share_port: bool = False) -> None:
+    """One server: serves until `stop` is set or the parent process dies, then shuts down gracefully."""
     running = build_server(settings, address, share_port=share_port)
     log.info("serving on port %d", running.port)
+    parent = multiprocessing.parent_process()
     # A wait with a timeout: if another thread takes the signal, Python runs the handler on the
     # main thread only when it wakes, which an untimed wait never does.
     while not stop.wait(timeout=0.5):
-        pass
+        if parent is not None and not parent.is_alive():
+            log.warning("the serve process is gone; stopping this worker")
+            break
     log.info("stopping: in-flight calls have %.0f s to finish", settings.shutdown_grace)
     running.stop(settings.shutdown_grace)
+
+
+class _RelayThread:
+    """The event relay on a thread of the serving process, when Kafka is set."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if settings.kafka_bootstrap_servers is None:
+            log.warning("PM_KAFKA_BOOTSTRAP_SERVERS is not set: events wait in the database until it is")
+            return
+        relay = Relay(
+            settings.require_database_url(),
+            settings.kafka_bootstrap_servers,
+            settings.kafka_topic,
+            drain_timeout=settings.shutdown_grace,
+        )
+        self._thread = threading.Thread(target=relay.run, args=(self._stop,), name="relay", daemon=True)
+        self._thread.start()
+
+    def stop(self, grace: float) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(grace + 1)
 
 
 def _resolve_port(address: str) -> str:
@@ -131,19 +159,27 @@ def _resolve_port(address: str) -> str:
 
 
 def serve(settings: Settings, *, address: str, workers: int) -> None:
-    """Serves in this process, or in `workers` processes sharing one port."""
-    if workers == 1:
-        run_worker(settings, address)
-        return
-    address = _resolve_port(address)
+    """Serves in this process, or in `workers` processes sharing one port; relays events here."""
+    stop = threading.Event()
+    _on_stop_signals(stop)
+    settings.require_database_url()
+    relay = _RelayThread(settings)
+    try:
+        if workers == 1:
+            run_worker(settings, address, stop)
+        else:
+            _run_workers(settings, _resolve_port(address), workers, stop)
+    finally:
+        relay.stop(settings.shutdown_grace)
+
+
+def _run_workers(settings: Settings, address: str, workers: int, stop: threading.Event) -> None:
     # spawn, not fork: gRPC's threads must not be forked.
     context = multiprocessing.get_context("spawn")
     processes = [
         context.Process(target=_worker_main, args=(settings, address), name=f"worker-{n}")
         for n in range(workers)
     ]
-    stop = threading.Event()
-    _on_stop_signals(stop)
     for process in processes:
         process.start()
     log.info("%d workers serving on %s", workers, address)
@@ -164,4 +200,6 @@ def _worker_main(settings: Settings, address: str) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(processName)s %(name)s %(message)s"
     )
-    run_worker(settings, address, share_port=True)
+    stop = threading.Event()
+    _on_stop_signals(stop)
+    run_worker(settings, address, stop, share_port=True)

@@ -12,7 +12,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from payout_manager.events.codec import event_to_proto
 from payout_manager.payouts.cash_flow import AccountType, CashFlowAccount, CashFlowPosting
 from payout_manager.payouts.model import Payout, PayoutEvent, PayoutStatus
-from payout_manager.storage.tables import payout, payout_event
+from payout_manager.storage.tables import payout, payout_event, payout_event_outbox
 
 
 def _posting_to_json(posting: CashFlowPosting) -> dict[str, Any]:
@@ -124,14 +124,21 @@ class Payouts:
         )
 
     def add_event(self, event: PayoutEvent) -> None:
-        self._connection.execute(
-            payout_event.insert().values(
+        """Stores the event and queues it for Kafka, in one statement of the caller's transaction."""
+        stored = (
+            payout_event.insert()
+            .values(
                 event_id=event.event_id,
                 payout_id=event.payout_id,
                 sequence_id=event.sequence_id,
                 created_at=event.created_at,
                 payload=event_to_proto(event).SerializeToString(),
             )
+            .returning(payout_event.c.id)
+            .cte("stored")
+        )
+        self._connection.execute(
+            payout_event_outbox.insert().from_select(["event_row_id"], select(stored.c.id))
         )
 
     def events(self, payout_id: str, after_sequence_id: int, limit: int) -> list[bytes]:

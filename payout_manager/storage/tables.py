@@ -136,3 +136,13 @@ payout_event = Table(
     Column("payload", LargeBinary, nullable=False),
     UniqueConstraint("payout_id", "sequence_id"),
 )
+
+# Event rows not yet acknowledged by Kafka: one row per event, written in the event's transaction
+# and deleted when the broker's delivery report arrives. A queue of row ids rather than a
+# "published up to id N" mark, so a transaction that took a lower id but committed after a higher
+# one is still found (the outbox gap): the relay reads whatever is here, in id order.
+payout_event_outbox = Table(
+    "payout_event_outbox",
+    metadata,
+    Column("event_row_id", BigInteger, ForeignKey("payout_event.id"), primary_key=True),
+)

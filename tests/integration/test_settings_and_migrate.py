@@ -17,6 +17,9 @@ from pathlib import Path
 
 import psycopg2
 import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from psycopg2 import sql
 from support.processes import free_port
@@ -24,7 +27,8 @@ from support.processes import free_port
 from payout_manager import settings
 from payout_manager.local_postgres import create_database
 from payout_manager.settings import Settings, SettingsError
-from payout_manager.storage import migrations
+from payout_manager.storage import migrations, tables
+from payout_manager.storage.database import create_database_engine
 
 PASSWORD = "s3cret-pw"
 # A well-formed URL to a port where nothing listens: a setting that slips through fails fast.
@@ -32,7 +36,15 @@ UNREACHABLE_DATABASE_URL = f"postgresql://pm:{PASSWORD}@127.0.0.1:{free_port()}/
 # A refused start takes well under a second; one still running after this has started for real.
 REFUSAL_TIMEOUT = 10.0
 MIGRATE_TIMEOUT = 120.0
-EXPECTED_TABLES = {"account", "payout", "payout_event", "posting", "posting_plan", "alembic_version"}
+EXPECTED_TABLES = {
+    "account",
+    "payout",
+    "payout_event",
+    "payout_event_outbox",
+    "posting",
+    "posting_plan",
+    "alembic_version",
+}
 
 
 @dataclass(frozen=True)
@@ -129,6 +141,12 @@ def test_malformed_setting_stops_the_program_with_one_line_naming_it(
     run = payout_manager(command, env={"PM_DATABASE_URL": UNREACHABLE_DATABASE_URL, setting: value})
 
     assert_refused_in_one_line(run, setting)
+
+
+def test_events_without_kafka_stops_with_one_line_naming_the_setting() -> None:
+    run = payout_manager("events", env={})
+
+    assert_refused_in_one_line(run, "PM_KAFKA_BOOTSTRAP_SERVERS")
 
 
 def test_serve_with_zero_workers_stops_with_one_line_naming_the_flag() -> None:
@@ -321,3 +339,41 @@ def test_two_migrates_at_once_on_a_fresh_database_both_succeed(
     columns, versions = schema(fresh_database_url)
     assert {table for table, *_ in columns} >= EXPECTED_TABLES
     assert versions == [head_revision()]
+
+
+def test_the_newest_migration_builds_exactly_the_tables_the_code_declares(fresh_database_url: str) -> None:
+    migrations.upgrade(fresh_database_url)
+    engine = create_database_engine(fresh_database_url, pool_size=1)
+    try:
+        with engine.connect() as connection:
+            differences = compare_metadata(MigrationContext.configure(connection), tables.metadata)
+    finally:
+        engine.dispose()
+
+    assert differences == []
+
+
+def test_migrating_from_the_first_revision_queues_every_stored_event_for_kafka(
+    fresh_database_url: str,
+) -> None:
+    command.upgrade(migrations.alembic_config(fresh_database_url), "0001")
+    with closing(psycopg2.connect(fresh_database_url)) as connection, connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO payout (payout_id, party_id, shop_id, status, created_at, updated_at,"
+            " requested_amount, requested_payout_tool_id, payout_tool_id, amount, fee, currency, cash_flow,"
+            " metadata, cancel_details, revision)"
+            " VALUES ('p-1', 'party', 'shop', 'UNPAID', now(), now(),"
+            " 10, '', 't', 10, 0, 'RUB', '[]', '{}', '', 2)"
+        )
+        cursor.execute(
+            "INSERT INTO payout_event (event_id, payout_id, sequence_id, created_at, payload)"
+            " SELECT gen_random_uuid(), 'p-1', n, now(), '' FROM generate_series(1, 2) AS n RETURNING id"
+        )
+        stored = sorted(row_id for (row_id,) in cursor.fetchall())
+        connection.commit()
+
+    migrations.upgrade(fresh_database_url)
+
+    with closing(psycopg2.connect(fresh_database_url)) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT event_row_id FROM payout_event_outbox ORDER BY event_row_id")
+        assert [row_id for (row_id,) in cursor.fetchall()] == stored

@@ -9,13 +9,13 @@ import psycopg2
 from payout_manager.storage.database import sqlalchemy_url
 
 
-def _dsn(database_url: str) -> str:
+def dsn(database_url: str) -> str:
     return sqlalchemy_url(database_url).replace("postgresql+psycopg2://", "postgresql://")
 
 
 def unbalanced_currencies(database_url: str) -> list[tuple[str, int]]:
     """Currencies whose own amounts do not sum to 0 (double entry says: none)."""
-    with psycopg2.connect(_dsn(database_url)) as connection, connection.cursor() as cursor:
+    with psycopg2.connect(dsn(database_url)) as connection, connection.cursor() as cursor:
         cursor.execute(
             "SELECT currency, sum(own_amount) FROM account GROUP BY currency HAVING sum(own_amount) <> 0"
         )
@@ -30,7 +30,7 @@ def payouts_whose_plans_disagree(
     UNPAID and PAID hold their plan; CONFIRMED committed it; CANCELLED rolled it back, or
     committed it and committed its revert plan too.
     """
-    with psycopg2.connect(_dsn(database_url)) as connection, connection.cursor() as cursor:
+    with psycopg2.connect(dsn(database_url)) as connection, connection.cursor() as cursor:
         cursor.execute(
             """
             SELECT p.payout_id, p.status, coalesce(plan.status, '-'), coalesce(revert.status, '-')
@@ -51,7 +51,7 @@ def payouts_whose_plans_disagree(
 
 
 def event_sequences(database_url: str, payout_ids: Sequence[str]) -> dict[str, list[int]]:
-    with psycopg2.connect(_dsn(database_url)) as connection, connection.cursor() as cursor:
+    with psycopg2.connect(dsn(database_url)) as connection, connection.cursor() as cursor:
         cursor.execute(
             "SELECT payout_id, sequence_id FROM payout_event"
             " WHERE payout_id = ANY(%s) ORDER BY payout_id, sequence_id",

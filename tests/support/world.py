@@ -14,24 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from clients.party_management.config import EXAMPLE_TERMS
 from payout_manager.proto.accounter.v1 import accounter_pb2 as accounter_pb
 from payout_manager.proto.accounter.v1 import accounter_pb2_grpc
 
 # The SPEC's example terms: the whole amount to the payout account, a 1% fee to the system.
-SPEC_TERMS: list[dict[str, Any]] = [
-    {
-        "source": "merchant.settlement",
-        "destination": "merchant.payout",
-        "volume": {"share": [1, 1]},
-        "details": "payout",
-    },
-    {
-        "source": "merchant.settlement",
-        "destination": "system.settlement",
-        "volume": {"share": [1, 100], "rounding": "round_half_away_from_zero"},
-        "details": "fee",
-    },
-]
+SPEC_TERMS: list[dict[str, Any]] = list(EXAMPLE_TERMS)
 # No fee at all: amount in, amount out; the simplest arithmetic for balance checks.
 PLAIN_TERMS: list[dict[str, Any]] = [
     {

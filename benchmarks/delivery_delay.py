@@ -1,0 +1,139 @@
+"""The delay from commit to Kafka delivery, for a steady stream of payouts.
+
+    .venv/bin/python -m benchmarks.delivery_delay [--rate 100] [--seconds 30] [--workers 2]
+
+Starts the whole stack (benchmarks.stack), creates payouts at a steady rate from several client
+threads, and reads the topic in a consumer group. The delay of an event is the moment the consumer
+has it minus the event's `created_at` (stamped in the payout's transaction, just before it
+commits), so it slightly overstates the delay from commit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import threading
+import time
+import uuid
+from datetime import UTC
+
+import grpc
+from confluent_kafka import Consumer
+
+from benchmarks.stack import CURRENCY, Running, running
+from payout_manager.proto.party_management.v1 import party_management_pb2 as party_pb
+from payout_manager.proto.payout_manager.v1 import payout_manager_pb2 as pb
+from payout_manager.proto.payout_manager.v1 import payout_manager_pb2_grpc
+
+CLIENTS = 8
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def _create_steadily(stack: Running, rate: float, seconds: float, created: list[str]) -> None:
+    lock = threading.Lock()
+    start = time.monotonic() + 0.5
+
+    def client(n: int) -> None:
+        with grpc.insecure_channel(stack.address) as channel:
+            stub = payout_manager_pb2_grpc.PayoutManagementStub(channel)
+            k = 0
+            while True:
+                due = start + (k * CLIENTS + n) / rate
+                if due - start >= seconds:
+                    return
+                time.sleep(max(0.0, due - time.monotonic()))
+                shop = stack.shops[(k * CLIENTS + n) % len(stack.shops)]
+                payout_id = str(uuid.uuid4())
+                stub.CreatePayout(
+                    pb.CreatePayoutRequest(
+                        payout_id=payout_id,
+                        party_id=shop.party_id,
+                        shop_id=shop.shop_id,
+                        cash=party_pb.Cash(amount=10_000, currency=CURRENCY),
+                    ),
+                    timeout=10,
+                )
+                with lock:
+                    created.append(payout_id)
+                k += 1
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(CLIENTS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+def measure(rate: float, seconds: float, workers: int) -> list[float]:
+    with running(shops=100, workers=workers) as stack:
+        if stack.bootstrap_servers is None:
+            raise SystemExit("no JDK here: no local Kafka, nothing to measure")
+        consumer = Consumer(
+            {
+                "bootstrap.servers": stack.bootstrap_servers,
+                "group.id": f"delivery-delay-{uuid.uuid4().hex[:8]}",
+                "auto.offset.reset": "earliest",
+            }
+        )
+        consumer.subscribe([stack.topic])
+        delays: dict[str, float] = {}
+        created: list[str] = []
+        done = threading.Event()
+
+        def consume() -> None:
+            while not done.is_set():
+                message = consumer.poll(0.1)
+                if message is None or message.error() is not None:
+                    continue
+                arrived = time.time()
+                event = pb.Event()
+                event.ParseFromString(message.value() or b"")
+                delays[event.payout_id] = arrived - event.created_at.ToDatetime(tzinfo=UTC).timestamp()
+
+        reader = threading.Thread(target=consume)
+        reader.start()
+        # Warm-up, not measured: the relay's producer, the topic and the consumer's group get ready.
+        warm_up: list[str] = []
+        _create_steadily(stack, rate, 3.0, warm_up)
+        deadline = time.monotonic() + 60
+        while not set(warm_up) <= delays.keys() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        _create_steadily(stack, rate, seconds, created)
+        deadline = time.monotonic() + 60
+        while not set(created) <= delays.keys() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        done.set()
+        reader.join()
+        consumer.close()
+        missing = set(created) - set(delays)
+        if missing:
+            raise SystemExit(f"{len(missing)} of {len(created)} events did not arrive within 60 s")
+        return [delays[payout_id] for payout_id in created]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rate", type=float, default=100.0, help="payouts created per second")
+    parser.add_argument("--seconds", type=float, default=30.0, help="how long the stream runs")
+    parser.add_argument("--workers", type=int, default=2, help="serve --workers")
+    args = parser.parse_args()
+    delays = measure(args.rate, args.seconds, args.workers)
+    ms = [d * 1000 for d in delays]
+    print(
+        f"commit to delivery, {len(ms)} payouts at {args.rate:g}/s for {args.seconds:g} s,"
+        f" serve --workers {args.workers}"
+    )
+    print(f"  p50 {statistics.median(ms):7.1f} ms")
+    print(f"  p90 {_percentile(ms, 0.90):7.1f} ms")
+    print(f"  p99 {_percentile(ms, 0.99):7.1f} ms")
+    print(f"  max {max(ms):7.1f} ms")
+
+
+if __name__ == "__main__":
+    main()

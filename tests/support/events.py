@@ -1,0 +1,281 @@
+"""The events' side of the end-to-end tests: a stack that publishes, and a reader of its topic.
+
+Each `Stack` has a database, a reference PartyManagement server and a topic of its own, so that
+its relay publishes exactly the events of its own test.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import psycopg2
+from confluent_kafka import Consumer, Message
+
+from payout_manager.events.relay import LEADER_LOCK_KEY
+from payout_manager.local_postgres import create_database
+from payout_manager.proto.accounter.v1 import accounter_pb2_grpc
+from payout_manager.proto.payout_manager.v1 import payout_manager_pb2 as pb
+from payout_manager.proto.payout_manager.v1 import payout_manager_pb2_grpc
+from payout_manager.storage import migrations
+from support.books import dsn
+from support.processes import Process, free_port, wait_until_listening, wait_until_serving
+from support.world import World
+
+
+@dataclass(frozen=True)
+class Record:
+    """One message of the topic, decoded."""
+
+    key: str
+    partition: int
+    offset: int
+    headers: dict[str, bytes]
+    value: bytes
+    event: pb.Event
+
+
+class TopicReader:
+    """A consumer in a consumer group of its own, reading the topic from its beginning."""
+
+    def __init__(self, bootstrap_servers: str, topic: str) -> None:
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap_servers,
+                "group.id": f"pm-test-{uuid.uuid4().hex[:12]}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": True,
+            }
+        )
+        self._consumer.subscribe([topic])
+        self.records: list[Record] = []
+
+    def read_until(self, done: Callable[[list[Record]], bool], timeout: float) -> list[Record]:
+        """Reads until `done(all records so far)` or the timeout; returns every record read."""
+        deadline = time.monotonic() + timeout
+        while not done(self.records):
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"the topic did not have what was expected; {len(self.records)} records read"
+                )
+            message = self._consumer.poll(0.2)
+            if message is None or message.error() is not None:
+                continue
+            event = pb.Event()
+            event.ParseFromString(message.value() or b"")
+            self.records.append(
+                Record(
+                    key=(message.key() or b"").decode(),
+                    partition=message.partition() or 0,
+                    offset=message.offset() or 0,
+                    headers=_headers(message),
+                    value=message.value() or b"",
+                    event=event,
+                )
+            )
+        return self.records
+
+    def read_events_of(self, expected: dict[str, int], timeout: float) -> list[Record]:
+        """Reads until every payout in `expected` has had an event with its expected last sequence id."""
+
+        def seen_all(records: list[Record]) -> bool:
+            last: dict[str, int] = {}
+            for record in records:
+                last[record.key] = max(last.get(record.key, 0), record.event.sequence_id)
+            return all(last.get(payout_id, 0) >= n for payout_id, n in expected.items())
+
+        return self.read_until(seen_all, timeout)
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+def _headers(message: Message) -> dict[str, bytes]:
+    found = message.headers() or []
+    pairs = found.items() if isinstance(found, dict) else found
+    return {name: value.encode() if isinstance(value, str) else value or b"" for name, value in pairs}
+
+
+def sequences(records: Iterable[Record], payout_ids: Iterable[str] | None = None) -> dict[str, list[int]]:
+    """Per payout, the sequence ids in the order the topic holds them."""
+    wanted = None if payout_ids is None else set(payout_ids)
+    result: dict[str, list[int]] = {}
+    for record in records:
+        if wanted is None or record.key in wanted:
+            result.setdefault(record.key, []).append(record.event.sequence_id)
+    return result
+
+
+def applied(received: Sequence[int]) -> list[int]:
+    """What a consumer that keeps the highest sequence id it applied would apply (SPEC 3)."""
+    highest = 0
+    result = []
+    for sequence_id in received:
+        if sequence_id > highest:
+            result.append(sequence_id)
+            highest = sequence_id
+    return result
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 (the Java client's default partitioner), as 32 unsigned bits."""
+    m, r, mask = 0x5BD1E995, 24, 0xFFFFFFFF
+    h = (0x9747B28C ^ len(data)) & mask
+    whole = len(data) - len(data) % 4
+    for i in range(0, whole, 4):
+        k = int.from_bytes(data[i : i + 4], "little")
+        k = (k * m) & mask
+        k ^= k >> r
+        k = (k * m) & mask
+        h = ((h * m) & mask) ^ k
+    tail = data[whole:]
+    if len(tail) == 3:
+        h ^= tail[2] << 16
+    if len(tail) >= 2:
+        h ^= tail[1] << 8
+    if tail:
+        h ^= tail[0]
+        h = (h * m) & mask
+    h ^= h >> 13
+    h = (h * m) & mask
+    h ^= h >> 15
+    return h
+
+
+def java_partition(key: bytes, partitions: int) -> int:
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def outbox_size(database_url: str) -> int:
+    with psycopg2.connect(dsn(database_url)) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM payout_event_outbox")
+        row = cursor.fetchone()
+        return int(row[0]) if row else 0
+
+
+def wait_for_empty_outbox(database_url: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while (left := outbox_size(database_url)) > 0:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{left} events still unpublished after {timeout} s")
+        time.sleep(0.1)
+
+
+def relay_leaders(database_url: str) -> int:
+    """How many sessions hold the relay's leadership lock on this database."""
+    with psycopg2.connect(dsn(database_url)) as connection, connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            " AND classid = %s AND objid = %s AND objsubid = 1",
+            (LEADER_LOCK_KEY >> 32, LEADER_LOCK_KEY & 0xFFFFFFFF),
+        )
+        row = cursor.fetchone()
+        return int(row[0]) if row else 0
+
+
+def wait_for_leader(database_url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while relay_leaders(database_url) != 1:
+        if time.monotonic() > deadline:
+            raise TimeoutError("no relay took the leadership")
+        time.sleep(0.05)
+
+
+def stored_events(database_url: str, payout_ids: Sequence[str]) -> dict[str, list[bytes]]:
+    """Per payout, the stored event payloads in sequence order."""
+    with psycopg2.connect(dsn(database_url)) as connection, connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT payout_id, payload FROM payout_event WHERE payout_id = ANY(%s)"
+            " ORDER BY payout_id, sequence_id",
+            (list(payout_ids),),
+        )
+        result: dict[str, list[bytes]] = {payout_id: [] for payout_id in payout_ids}
+        for payout_id, payload in cursor.fetchall():
+            result[payout_id].append(bytes(payload))
+        return result
+
+
+@dataclass
+class Served:
+    address: str
+    process: Process
+    channel: grpc.Channel
+    payouts: payout_manager_pb2_grpc.PayoutManagementStub
+
+    def close(self) -> int:
+        self.channel.close()
+        return self.process.stop()
+
+
+@dataclass
+class Stack:
+    """A database, a PartyManagement server and a topic of their own, and `serve` processes on them."""
+
+    postgres_server_url: str
+    bootstrap_servers: str
+    directory: Path
+    database_url: str = ""
+    topic: str = ""
+    servers: list[Served] = field(default_factory=list)
+    _party_management: Process | None = None
+    _party_management_address: str = ""
+    _world: World | None = None
+
+    def __post_init__(self) -> None:
+        name = f"pm_events_{uuid.uuid4().hex[:12]}"
+        self.database_url = create_database(self.postgres_server_url, name)
+        migrations.upgrade(self.database_url)
+        self.topic = f"pm-events-payout-{name}"
+        config = self.directory / "party-management.json"
+        config.write_text('{"system_accounts": {}, "parties": []}')
+        self._party_management_address = f"127.0.0.1:{free_port()}"
+        self._party_management = Process(
+            ["party-management", "--config", str(config), "--address", self._party_management_address],
+            {},
+            self.directory / "party-management.log",
+        )
+        wait_until_listening(self._party_management_address, self._party_management)
+
+    def serve(self, workers: int = 2, *, env: dict[str, str] | None = None) -> Served:
+        address = f"127.0.0.1:{free_port()}"
+        process = Process(
+            ["serve", "--workers", str(workers), "--address", address],
+            {
+                "PM_DATABASE_URL": self.database_url,
+                "PM_PARTY_MANAGEMENT_ADDRESS": self._party_management_address,
+                "PM_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers,
+                "PM_KAFKA_TOPIC": self.topic,
+                "PM_SHUTDOWN_GRACE": "5",
+                **(env or {}),
+            },
+            self.directory / f"serve-{len(self.servers)}.log",
+        )
+        wait_until_serving(address, process)
+        channel = grpc.insecure_channel(address)
+        served = Served(address, process, channel, payout_manager_pb2_grpc.PayoutManagementStub(channel))
+        self.servers.append(served)
+        return served
+
+    @property
+    def world(self) -> World:
+        if self._world is None:
+            assert self.servers, "start a server first"
+            self._world = World(
+                accounter_pb2_grpc.AccounterStub(self.servers[0].channel),
+                self.directory / "party-management.json",
+            )
+        return self._world
+
+    def reader(self) -> TopicReader:
+        return TopicReader(self.bootstrap_servers, self.topic)
+
+    def close(self) -> None:
+        for served in self.servers:
+            served.close()
+        if self._party_management is not None:
+            self._party_management.stop()

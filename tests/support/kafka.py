@@ -1,0 +1,138 @@
+"""Which Kafka the tests run against, chosen once per session.
+
+In order: the broker at $PM_TEST_KAFKA_BOOTSTRAP_SERVERS; Confluent's cp-kafka in Docker (KRaft)
+when a Docker engine answers; else Apache Kafka from Maven Central on this machine's JDK
+(payout_manager.local_kafka), which needs java, and mvn for the first download.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from payout_manager.local_kafka import KAFKA_VERSION, LocalKafka, broker_answers
+from support.postgres import docker_engine_answers
+
+TEST_KAFKA_VARIABLE = "PM_TEST_KAFKA_BOOTSTRAP_SERVERS"
+# testcontainers' KafkaContainer (4.15) drives the Confluent images' own start scripts, so the
+# apache/kafka images do not work with it; 7.6.0 is the image its own KRaft test runs (Kafka 3.6).
+DOCKER_IMAGE = "confluentinc/cp-kafka:7.6.0"
+ANSWER_TIMEOUT = 60.0
+
+
+class KafkaSource(enum.Enum):
+    ENVIRONMENT = f"the broker at ${TEST_KAFKA_VARIABLE}"
+    DOCKER = f"{DOCKER_IMAGE} in Docker, KRaft (testcontainers)"
+    LOCAL = (
+        f"Apache Kafka {KAFKA_VERSION} from Maven Central on this machine's JDK (no Docker engine answered)"
+    )
+
+
+@functools.cache
+def chosen_source() -> KafkaSource:
+    if os.environ.get(TEST_KAFKA_VARIABLE):
+        return KafkaSource.ENVIRONMENT
+    if docker_engine_answers():
+        return KafkaSource.DOCKER
+    return KafkaSource.LOCAL
+
+
+@dataclass(frozen=True)
+class TestKafka:
+    """The broker the tests share: where it is, and a way to take it down for a while."""
+
+    __test__ = False  # not a test class, whatever its name
+
+    source: KafkaSource
+    bootstrap_servers: str
+    _take_down: Callable[[], None] = field(repr=False)
+    _bring_back: Callable[[], None] = field(repr=False)
+
+    @contextmanager
+    def outage(self) -> Iterator[None]:
+        """The broker is unreachable inside the block; at its end it answers again at the same address.
+
+        Its topics and messages survive. Skips the test when the broker is not the tests' own.
+        """
+        self._take_down()
+        try:
+            yield
+        finally:
+            self._bring_back()
+
+
+@contextmanager
+def session_kafka() -> Iterator[TestKafka]:
+    """Starts the chosen Kafka, if it is not already running elsewhere, and stops it at the end."""
+    source = chosen_source()
+    if source is KafkaSource.ENVIRONMENT:
+        servers = os.environ[TEST_KAFKA_VARIABLE]
+
+        def refuse() -> None:
+            pytest.skip(f"cannot take down the broker at ${TEST_KAFKA_VARIABLE} ({servers})")
+
+        yield TestKafka(source, servers, refuse, lambda: None)
+    elif source is KafkaSource.DOCKER:
+        with _docker_kafka() as kafka:
+            yield kafka
+    else:
+        with _local_kafka() as kafka:
+            yield kafka
+
+
+@contextmanager
+def _local_kafka() -> Iterator[TestKafka]:
+    # Like PostgreSQL's, not under pytest's basetemp, which a concurrent run may reset.
+    scratch = Path(tempfile.mkdtemp(prefix="pm-test-kafka-"))
+    try:
+        broker = LocalKafka.start(scratch / "data")
+        try:
+            yield TestKafka(KafkaSource.LOCAL, broker.bootstrap_servers, broker.stop, broker.restart)
+        finally:
+            broker.stop()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+@contextmanager
+def _docker_kafka() -> Iterator[TestKafka]:
+    from testcontainers.community.kafka import KafkaContainer
+
+    container = KafkaContainer(DOCKER_IMAGE).with_kraft()
+    # As the local broker: topics made on first use, with 12 partitions; one replica of everything.
+    for name, value in {
+        "KAFKA_NUM_PARTITIONS": "12",
+        "KAFKA_AUTO_CREATE_TOPICS_ENABLE": "true",
+        "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR": "1",
+        "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR": "1",
+    }.items():
+        container.with_env(name, value)
+    with container:
+        servers = container.get_bootstrap_server()
+
+        def unpause() -> None:
+            container.get_wrapped_container().unpause()
+            wait_until_answering(servers)
+
+        yield TestKafka(
+            KafkaSource.DOCKER, servers, lambda: container.get_wrapped_container().pause(), unpause
+        )
+
+
+def wait_until_answering(bootstrap_servers: str, timeout: float = ANSWER_TIMEOUT) -> None:
+    """Waits until the broker at `bootstrap_servers` answers a metadata request."""
+    deadline = time.monotonic() + timeout
+    while not broker_answers(bootstrap_servers, timeout=5.0):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"Kafka at {bootstrap_servers} did not answer within {timeout:.0f} s")
+        time.sleep(0.2)

@@ -1,0 +1,42 @@
+"""What leaves the outbox after a batch: per payout, the delivered events before the first gap."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from payout_manager.events.relay import acknowledged, headers
+from payout_manager.storage.outbox import PendingEvent
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def pending(row_id: int, payout_id: str, sequence_id: int) -> PendingEvent:
+    return PendingEvent(row_id, f"event-{row_id}", payout_id, sequence_id, NOW, b"")
+
+
+BATCH = [pending(1, "a", 1), pending(2, "b", 1), pending(3, "a", 2), pending(4, "a", 3), pending(5, "b", 2)]
+
+
+def test_everything_delivered_is_cleared() -> None:
+    assert acknowledged(BATCH, {1, 2, 3, 4, 5}) == [1, 2, 3, 4, 5]
+
+
+def test_nothing_delivered_clears_nothing() -> None:
+    assert acknowledged(BATCH, set()) == []
+
+
+def test_an_undelivered_event_keeps_its_payouts_later_ones_even_if_they_arrived() -> None:
+    assert acknowledged(BATCH, {1, 2, 4, 5}) == [1, 2, 5]
+
+
+def test_one_payouts_gap_does_not_hold_back_another() -> None:
+    assert acknowledged(BATCH, {3, 4, 5}) == []
+    assert acknowledged(BATCH, {1, 3, 4}) == [1, 3, 4]
+
+
+def test_headers_are_the_three_of_the_spec() -> None:
+    assert headers(pending(7, "a", 1)) == [
+        ("event_id", b"event-7"),
+        ("content-type", b"application/x-protobuf"),
+        ("message-type", b"payout_manager.v1.Event"),
+    ]
