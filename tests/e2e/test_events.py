@@ -249,3 +249,27 @@ def test_a_serve_process_killed_under_load_and_started_again_loses_nothing(stack
     reader.close()
     assert_complete_and_ordered(records, expected, repeats_allowed=True)
     assert restarted.process.popen.poll() is None
+
+
+def test_a_graceful_restart_hands_the_relay_over_without_repeats(stack: Stack) -> None:
+    leader = stack.serve(workers=1)
+    wait_for_leader(stack.database_url)
+    standby = stack.serve(workers=1)
+    shops = [stack.world.add_shop(funds=FUNDS) for _ in range(4)]
+    load = Load([leader.address, standby.address], shops, threads=8)
+    load.start()
+    time.sleep(3)
+
+    code = leader.close()
+    time.sleep(3)
+    expected = load.stop()
+
+    assert code == 0, leader.process.output()
+    assert not load.failures, load.failures[:3]
+    wait_for_leader(stack.database_url, timeout=10)
+    wait_for_empty_outbox(stack.database_url, timeout=60)
+    reader = stack.reader()
+    records = reader.read_events_of(expected, timeout=60)
+    reader.close()
+    # SIGTERM is normal operation: the leader's last batch lands before it lets go.
+    assert_complete_and_ordered(records, expected, repeats_allowed=False)

@@ -1,0 +1,130 @@
+"""`payout-manager events`: the topic as JSON lines, for people and for the teams downstream."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Producer
+from google.protobuf import json_format
+from support.events import Stack
+from support.kafka import TestKafka
+from support.payouts import confirm, create
+
+from payout_manager.proto.payout_manager.v1 import payout_manager_pb2 as pb
+
+TIMEOUT = 120
+
+
+@pytest.fixture(scope="module")
+def published(
+    postgres_server_url: str, kafka: TestKafka, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Stack, dict[str, list[dict[str, Any]]]]]:
+    """A stack whose topic holds two payouts' events (3 in all) and one record that is no event."""
+    stack = Stack(postgres_server_url, kafka.bootstrap_servers, tmp_path_factory.mktemp("events-command"))
+    served = stack.serve(workers=1)
+    shop = stack.world.add_shop(funds=1_000_000)
+    confirmed = create(served.payouts, shop.party_id, shop.shop_id, 1_000, metadata={"k": "v"}).payout_id
+    confirm(served.payouts, confirmed)
+    created = create(served.payouts, shop.party_id, shop.shop_id, 2_000).payout_id
+    reader = stack.reader()
+    reader.read_events_of({confirmed: 2, created: 1}, timeout=60)
+    reader.close()
+
+    producer = Producer({"bootstrap.servers": kafka.bootstrap_servers})
+    producer.produce(
+        stack.topic, key=b"stranger", value=b"\x00 not protobuf", headers=[("message-type", b"x")]
+    )
+    assert producer.flush(30) == 0
+
+    expected = {
+        payout_id: [
+            json_format.MessageToDict(event, preserving_proto_field_name=True)
+            for event in served.payouts.GetPayoutEvents(pb.GetPayoutEventsRequest(payout_id=payout_id)).events
+        ]
+        for payout_id in (confirmed, created)
+    }
+    yield stack, expected
+    stack.close()
+
+
+def events_command(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "payout_manager", "events", *args],
+        env={
+            **os.environ,
+            "PM_KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap_servers,
+            "PM_KAFKA_TOPIC": stack.topic,
+        },
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+
+
+def by_payout(stdout: str) -> dict[str, list[dict[str, Any]]]:
+    result: dict[str, list[dict[str, Any]]] = {}
+    for line in stdout.splitlines():
+        event = json.loads(line)
+        result.setdefault(event["payout_id"], []).append(event)
+    return result
+
+
+def test_prints_every_event_as_one_json_line_and_skips_what_is_no_event(
+    published: tuple[Stack, dict[str, list[dict[str, Any]]]],
+) -> None:
+    stack, expected = published
+
+    run = events_command(stack, "--from-beginning", "--idle-timeout", "8")
+
+    assert run.returncode == 0, run.stderr
+    assert by_payout(run.stdout) == expected
+    # Money stays exact: int64 amounts are JSON strings, never floats.
+    first = json.loads(run.stdout.splitlines()[0])
+    assert isinstance(first["payout"]["amount"], str)
+    assert "skipped partition" in run.stderr and "message-type" in run.stderr
+
+
+def test_payout_id_keeps_one_payouts_events(published: tuple[Stack, dict[str, list[dict[str, Any]]]]) -> None:
+    stack, expected = published
+    payout_id = next(p for p, events in expected.items() if len(events) == 2)
+
+    run = events_command(stack, "--from-beginning", "--payout-id", payout_id, "--idle-timeout", "8")
+
+    assert run.returncode == 0, run.stderr
+    assert by_payout(run.stdout) == {payout_id: expected[payout_id]}
+
+
+def test_a_named_group_resumes_where_it_stopped(
+    published: tuple[Stack, dict[str, list[dict[str, Any]]]],
+) -> None:
+    stack, expected = published
+    group = f"resume-{Path(stack.topic).name}"
+
+    first = events_command(stack, "--from-beginning", "--group", group, "--max-events", "1")
+    rest = events_command(stack, "--from-beginning", "--group", group, "--idle-timeout", "8")
+
+    assert first.returncode == rest.returncode == 0, first.stderr + rest.stderr
+    assert len(first.stdout.splitlines()) == 1
+    combined = by_payout(first.stdout + rest.stdout)
+    assert {p: sorted(e["sequence_id"] for e in events) for p, events in combined.items()} == {
+        p: sorted(e["sequence_id"] for e in events) for p, events in expected.items()
+    }
+
+
+def test_without_from_beginning_only_new_events_print(
+    published: tuple[Stack, dict[str, list[dict[str, Any]]]],
+) -> None:
+    stack, _ = published
+
+    run = events_command(stack, "--idle-timeout", "6")
+
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == ""
