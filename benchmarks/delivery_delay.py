@@ -15,6 +15,7 @@ import statistics
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC
 
 import grpc
@@ -33,7 +34,8 @@ def _percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-def _create_steadily(stack: Running, rate: float, seconds: float, created: list[str]) -> None:
+def _create_steadily(stack: Running, rate: float, seconds: float, created: dict[str, float]) -> None:
+    """Creates payouts at `rate` per second; `created` gets each payout id and when its response came."""
     lock = threading.Lock()
     start = time.monotonic() + 0.5
 
@@ -58,7 +60,7 @@ def _create_steadily(stack: Running, rate: float, seconds: float, created: list[
                     timeout=10,
                 )
                 with lock:
-                    created.append(payout_id)
+                    created[payout_id] = time.time()
                 k += 1
 
     threads = [threading.Thread(target=client, args=(n,)) for n in range(CLIENTS)]
@@ -68,7 +70,28 @@ def _create_steadily(stack: Running, rate: float, seconds: float, created: list[
         thread.join()
 
 
-def measure(rate: float, seconds: float, workers: int) -> list[float]:
+@dataclass(frozen=True)
+class Delay:
+    """Seconds from an event's commit to the relay's produce() call and to the consumer.
+
+    The commit itself is not observable from outside, so it is bracketed: the event's `created_at`
+    is stamped when the transaction starts its work (before its lock waits), and the client's
+    response comes after the commit.
+    """
+
+    stamped_to_produce: float
+    stamped_to_consumer: float
+    response_to_consumer: float
+
+
+@dataclass(frozen=True)
+class Arrival:
+    stamped: float
+    produced: float
+    arrived: float
+
+
+def measure(rate: float, seconds: float, workers: int) -> list[Delay]:
     with running(shops=100, workers=workers) as stack:
         if stack.bootstrap_servers is None:
             raise SystemExit("no JDK here: no local Kafka, nothing to measure")
@@ -80,8 +103,8 @@ def measure(rate: float, seconds: float, workers: int) -> list[float]:
             }
         )
         consumer.subscribe([stack.topic])
-        delays: dict[str, float] = {}
-        created: list[str] = []
+        arrivals: dict[str, Arrival] = {}
+        created: dict[str, float] = {}
         done = threading.Event()
 
         def consume() -> None:
@@ -92,27 +115,39 @@ def measure(rate: float, seconds: float, workers: int) -> list[float]:
                 arrived = time.time()
                 event = pb.Event()
                 event.ParseFromString(message.value() or b"")
-                delays[event.payout_id] = arrived - event.created_at.ToDatetime(tzinfo=UTC).timestamp()
+                arrivals[event.payout_id] = Arrival(
+                    stamped=event.created_at.ToDatetime(tzinfo=UTC).timestamp(),
+                    # The message timestamp is librdkafka's clock at produce(), in milliseconds.
+                    produced=message.timestamp()[1] / 1000,
+                    arrived=arrived,
+                )
 
         reader = threading.Thread(target=consume)
         reader.start()
         # Warm-up, not measured: the relay's producer, the topic and the consumer's group get ready.
-        warm_up: list[str] = []
+        warm_up: dict[str, float] = {}
         _create_steadily(stack, rate, 3.0, warm_up)
         deadline = time.monotonic() + 60
-        while not set(warm_up) <= delays.keys() and time.monotonic() < deadline:
+        while not set(warm_up) <= arrivals.keys() and time.monotonic() < deadline:
             time.sleep(0.1)
         _create_steadily(stack, rate, seconds, created)
         deadline = time.monotonic() + 60
-        while not set(created) <= delays.keys() and time.monotonic() < deadline:
+        while not set(created) <= arrivals.keys() and time.monotonic() < deadline:
             time.sleep(0.1)
         done.set()
         reader.join()
         consumer.close()
-        missing = set(created) - set(delays)
+        missing = set(created) - set(arrivals)
         if missing:
             raise SystemExit(f"{len(missing)} of {len(created)} events did not arrive within 60 s")
-        return [delays[payout_id] for payout_id in created]
+        return [
+            Delay(
+                arrivals[payout_id].produced - arrivals[payout_id].stamped,
+                arrivals[payout_id].arrived - arrivals[payout_id].stamped,
+                arrivals[payout_id].arrived - responded,
+            )
+            for payout_id, responded in created.items()
+        ]
 
 
 def main() -> None:
@@ -124,15 +159,19 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="serve --workers")
     args = parser.parse_args()
     delays = measure(args.rate, args.seconds, args.workers)
-    ms = [d * 1000 for d in delays]
     print(
-        f"commit to delivery, {len(ms)} payouts at {args.rate:g}/s for {args.seconds:g} s,"
+        f"commit to delivery, {len(delays)} payouts at {args.rate:g}/s for {args.seconds:g} s,"
         f" serve --workers {args.workers}"
     )
-    print(f"  p50 {statistics.median(ms):7.1f} ms")
-    print(f"  p90 {_percentile(ms, 0.90):7.1f} ms")
-    print(f"  p99 {_percentile(ms, 0.99):7.1f} ms")
-    print(f"  max {max(ms):7.1f} ms")
+    print(f"{'':24}{'p50':>9}{'p90':>9}{'p99':>9}{'max':>9}")
+    for label, values in (
+        ("created_at to produce()", [d.stamped_to_produce for d in delays]),
+        ("created_at to consumer", [d.stamped_to_consumer for d in delays]),
+        ("response to consumer", [d.response_to_consumer for d in delays]),
+    ):
+        ms = [v * 1000 for v in values]
+        figures = [statistics.median(ms), _percentile(ms, 0.90), _percentile(ms, 0.99), max(ms)]
+        print(f"{label:24}" + "".join(f"{f:6.1f} ms" for f in figures))
 
 
 if __name__ == "__main__":
