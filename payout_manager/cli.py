@@ -42,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
         help="PostgreSQL from the wheel, migrations, a funded demo shop, PartyManagement and serve",
     )
     demo.add_argument("--data-dir", type=Path, default=Path(".demo"), help="where the demo keeps its state")
+    demo.add_argument("--kafka-port", type=int, default=9092, help="port of the local Kafka broker it starts")
     return parser
 
 
@@ -113,4 +114,6 @@ def _run(args: argparse.Namespace, settings: Settings) -> None:
     elif args.command == "demo":
         from payout_manager import demo
 
-        demo.run(args.data_dir, settings)
+        if not 0 < args.kafka_port <= 65535:
+            raise SettingsError("--kafka-port is malformed: it must be a port number")
+        demo.run(args.data_dir, settings, kafka_port=args.kafka_port)

@@ -36,8 +36,6 @@ DATABASE = "payout_manager"
 CURRENCY = "RUB"
 # 1 000 000.00 RUB in kopecks on the demo shop's settlement account.
 FUNDS = 100_000_000
-# Kafka's usual port, so that the README's commands need no lookup.
-KAFKA_PORT = 9092
 
 
 def _create_accounts(database: Database) -> dict[str, Any]:
@@ -109,7 +107,7 @@ def _wait_for(address: str, process: subprocess.Popen[bytes], timeout: float = 1
         channel.close()
 
 
-def _start_kafka(data_dir: Path, settings: Settings) -> tuple[LocalKafka | None, str]:
+def _start_kafka(data_dir: Path, settings: Settings, port: int) -> tuple[LocalKafka | None, str]:
     """The local broker (or none) and the banner's line about Kafka."""
     if settings.kafka_bootstrap_servers:
         return (
@@ -123,14 +121,14 @@ def _start_kafka(data_dir: Path, settings: Settings) -> tuple[LocalKafka | None,
         )
     print("starting Kafka (the first start downloads it from Maven Central) ...", flush=True)
     try:
-        kafka = LocalKafka.start(data_dir / "kafka", port=KAFKA_PORT)
+        kafka = LocalKafka.start(data_dir / "kafka", port=port)
     except LocalKafkaError as error:
         log.warning("Kafka did not start: %s", str(error).splitlines()[0])
         return None, "did not start (see the log above): events wait in the database"
     return kafka, f"{kafka.bootstrap_servers}  (topic {settings.kafka_topic}, data in {kafka.data_dir})"
 
 
-def run(data_dir: Path, settings: Settings) -> None:
+def run(data_dir: Path, settings: Settings, *, kafka_port: int = 9092) -> None:
     data_dir.mkdir(parents=True, exist_ok=True)
     postgres = LocalPostgres.start(data_dir / "postgres")
     kafka: LocalKafka | None = None
@@ -147,7 +145,7 @@ def run(data_dir: Path, settings: Settings) -> None:
             config_path.write_text(json.dumps(config, indent=2) + "\n")
         shop = json.loads(config_path.read_text())["parties"][0]["shops"][0]
 
-        kafka, kafka_line = _start_kafka(data_dir, settings)
+        kafka, kafka_line = _start_kafka(data_dir, settings, kafka_port)
         bootstrap_servers = kafka.bootstrap_servers if kafka else settings.kafka_bootstrap_servers
         party_management = subprocess.Popen(
             [sys.executable, "-m", "payout_manager", "party-management", "--config", str(config_path)],
