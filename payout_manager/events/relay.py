@@ -10,9 +10,10 @@ report says so; a crash between the two publishes it again (at least once, as SP
 
 Order: the producer is idempotent with no message timeout, so librdkafka retries a message until
 the broker has it, in order, however long the broker is away; nothing is given up and re-sent
-behind a later event of the same payout. Should a message fail anyway (a fatal producer error),
-only each payout's acknowledged prefix is cleared, and the rest is produced again, in order, by a
-fresh producer.
+behind a later event of the same payout. Should a message fail anyway (refused as too large, a
+fatal producer error), only each payout's acknowledged prefix is cleared; that payout is held back
+with a backoff of its own (`Holds`) while the others flow, and its rest is produced again, in
+order, by a fresh producer.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,9 +100,9 @@ class _Deliveries:
     expected: int
     delivered: set[int] = field(default_factory=set)
     failed: int = 0
-    first_error: KafkaError | None = None
+    first_error: KafkaError | Exception | None = None
 
-    def report(self, row_id: int, error: KafkaError | None) -> None:
+    def report(self, row_id: int, error: KafkaError | Exception | None) -> None:
         if error is None:
             self.delivered.add(row_id)
         else:
@@ -111,6 +112,35 @@ class _Deliveries:
     @property
     def complete(self) -> bool:
         return len(self.delivered) == self.expected
+
+
+class Holds:
+    """Payouts held back after the broker refused one of their events, each with its own backoff.
+
+    A payout's refused event (too large for the broker, say) must not hold up every other payout's
+    events, and must not be overtaken by its own later ones: the payout waits, the rest flows.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._held: dict[str, tuple[float, float]] = {}
+
+    def ready(self, payout_id: str) -> bool:
+        held = self._held.get(payout_id)
+        return held is None or self._clock() >= held[0]
+
+    def refused(self, payout_id: str) -> float:
+        """Holds the payout back (again); returns for how many seconds."""
+        previous = self._held.get(payout_id)
+        backoff = BACKOFF_MIN if previous is None else min(previous[1] * 2, BACKOFF_MAX)
+        self._held[payout_id] = (self._clock() + backoff, backoff)
+        return backoff
+
+    def published(self, payout_id: str) -> None:
+        self._held.pop(payout_id, None)
+
+    def __len__(self) -> int:
+        return len(self._held)
 
 
 class Relay:
@@ -175,31 +205,39 @@ class Relay:
         self._ensure_topic()
         outbox = Outbox(connection)
         producer = self._producer()
-        backoff = BACKOFF_MIN
+        holds = Holds()
         try:
             while not stop.is_set():
-                batch = outbox.pending(self._batch_size)
+                batch = [e for e in outbox.pending(self._batch_size) if holds.ready(e.payout_id)]
                 if not batch:
                     producer.poll(0)
                     stop.wait(self._poll_interval)
                     continue
                 deliveries = self._publish(producer, batch, stop)
-                outbox.mark_published(acknowledged(batch, deliveries.delivered))
-                if not deliveries.complete and not stop.is_set():
-                    if deliveries.first_error is not None:
-                        log.warning(
-                            "relay: %d of %d events not delivered (%s); retrying in %.1f s",
-                            deliveries.failed,
-                            len(batch),
-                            deliveries.first_error,
-                            backoff,
-                        )
-                    if self._fatal is not None:
-                        producer = self._producer()
-                    stop.wait(backoff)
-                    backoff = min(backoff * 2, BACKOFF_MAX)
-                else:
-                    backoff = BACKOFF_MIN
+                cleared = acknowledged(batch, deliveries.delivered)
+                outbox.mark_published(cleared)
+                if stop.is_set():
+                    break
+                cleared_ids = set(cleared)
+                left = {e.payout_id for e in batch if e.row_id not in cleared_ids}
+                for payout_id in {e.payout_id for e in batch} - left:
+                    holds.published(payout_id)
+                if deliveries.complete:
+                    continue
+                waits = [holds.refused(payout_id) for payout_id in left]
+                log.warning(
+                    "relay: %d of %d events not delivered (%s); %d payouts wait, the next for %.1f s",
+                    deliveries.expected - len(deliveries.delivered),
+                    len(batch),
+                    deliveries.first_error or self._fatal,
+                    len(holds),
+                    min(waits),
+                )
+                # A fresh producer: nothing the old one still holds may reach the broker behind
+                # (and so after) an event produced again.
+                producer.purge()
+                producer.flush(0)
+                producer = self._producer()
         finally:
             # Stopping: what is still unacknowledged stays in the outbox for the next leader.
             producer.purge()
@@ -209,18 +247,28 @@ class Relay:
         self, producer: Producer, batch: Sequence[PendingEvent], stop: threading.Event
     ) -> _Deliveries:
         deliveries = _Deliveries(len(batch))
+        refused: set[str] = set()
         for event in batch:
+            if event.payout_id in refused:
+                # Behind a refused event of its payout: not produced, so not out of order.
+                deliveries.report(event.row_id, RuntimeError("an earlier event of the payout was refused"))
+                continue
 
             def report(error: KafkaError | None, message: Message, row_id: int = event.row_id) -> None:
                 deliveries.report(row_id, error)
 
-            producer.produce(
-                self._topic,
-                key=event.payout_id.encode(),
-                value=event.payload,
-                headers=headers(event),
-                on_delivery=report,
-            )
+            try:
+                producer.produce(
+                    self._topic,
+                    key=event.payout_id.encode(),
+                    value=event.payload,
+                    headers=headers(event),
+                    on_delivery=report,
+                )
+            except (KafkaException, BufferError) as error:
+                # Refused before sending (too large, queue full): as a failed delivery.
+                deliveries.report(event.row_id, error)
+                refused.add(event.payout_id)
         waiting_since = said = time.monotonic()
         drain_until: float | None = None
         while not deliveries.complete and deliveries.failed == 0 and self._fatal is None:
@@ -238,8 +286,8 @@ class Relay:
                     said - waiting_since,
                 )
         if deliveries.failed:
-            # A failure comes with its batch's later reports close behind: collect them briefly.
-            producer.flush(1.0)
+            # Let the rest of the batch report, so that what did land is not produced again.
+            producer.flush(self._drain_timeout)
         return deliveries
 
     def _producer(self) -> Producer:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -10,10 +11,11 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 from support.events import TopicReader, sequences
 from support.kafka import TestKafka
 
+from payout_manager.events.codec import event_to_proto
 from payout_manager.events.relay import Relay
 from payout_manager.local_postgres import create_database
 from payout_manager.payouts import model
@@ -112,3 +114,44 @@ def test_a_rolled_back_event_is_never_published(database_engine: Engine, kafka: 
         records = reader.read_events_of({kept: 1}, timeout=60)
 
     assert [r.key for r in records] == [kept]
+
+
+def test_an_event_the_broker_refuses_holds_back_only_its_own_payout_and_goes_out_once_it_can(
+    database_engine: Engine, kafka: TestKafka
+) -> None:
+    healthy, stuck = f"healthy-{uuid.uuid4()}", f"stuck-{uuid.uuid4()}"
+    topic = f"pm-relay-{uuid.uuid4().hex[:12]}"
+    # Metadata past the broker's 1 MB message limit: both of the payout's events carry it.
+    oversized = model.PayoutRequest(stuck, "party-1", "shop-1", 1_000, "RUB", "", {"blob": "x" * 1_200_000})
+    now = datetime.now(UTC)
+    big, big_created = model.create(
+        oversized, payout_tool_id="tool-1", amount=1_000, fee=0, cash_flow=(), now=now
+    )
+    big_confirmed = model.transition(big, model.PayoutStatus.CONFIRMED, now=now).event
+    assert big_confirmed is not None
+    small, small_created = new_payout(healthy)
+    with database_engine.begin() as connection:
+        Payouts(connection).add(big)
+        Payouts(connection).add_event(replace(big_created, event_id=str(uuid.uuid4())))
+        Payouts(connection).add_event(replace(big_confirmed, event_id=str(uuid.uuid4())))
+        Payouts(connection).add(small)
+        Payouts(connection).add_event(small_created)
+
+    with relay_running(database_engine, kafka.bootstrap_servers, topic) as reader:
+        reader.read_events_of({healthy: 1}, timeout=60)
+        # The producer refuses the oversized event: its payout waits, its later event included,
+        # while the other payout's event went out.
+        time.sleep(2)
+        assert stuck not in sequences(reader.records)
+        # An operator trims the events; the held payout goes out on its next try, in order.
+        with database_engine.begin() as connection:
+            for event in (big_created, big_confirmed):
+                trimmed = replace(event, payout=replace(event.payout, metadata={}))
+                connection.execute(
+                    update(payout_event)
+                    .where(payout_event.c.payout_id == stuck, payout_event.c.sequence_id == event.sequence_id)
+                    .values(payload=event_to_proto(trimmed).SerializeToString())
+                )
+        records = reader.read_events_of({healthy: 1, stuck: 2}, timeout=60)
+
+    assert sequences(records) == {healthy: [1], stuck: [1, 2]}

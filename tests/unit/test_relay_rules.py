@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from payout_manager.events.relay import acknowledged, headers
+from payout_manager.events.relay import Holds, acknowledged, headers
 from payout_manager.storage.outbox import PendingEvent
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -40,3 +40,35 @@ def test_headers_are_the_three_of_the_spec() -> None:
         ("content-type", b"application/x-protobuf"),
         ("message-type", b"payout_manager.v1.Event"),
     ]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_refused_payout_waits_its_own_backoff_doubling_to_the_maximum() -> None:
+    clock = Clock()
+    holds = Holds(clock)
+
+    waits = [holds.refused("a") for _ in range(7)]
+
+    assert waits == [0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0]
+    assert not holds.ready("a")
+    assert holds.ready("b")
+    clock.now += 5.0
+    assert holds.ready("a")
+
+
+def test_a_published_payout_is_no_longer_held_and_starts_its_backoff_afresh() -> None:
+    holds = Holds(Clock())
+    holds.refused("a")
+    holds.refused("a")
+
+    holds.published("a")
+
+    assert holds.ready("a") and len(holds) == 0
+    assert holds.refused("a") == 0.2
