@@ -6,6 +6,7 @@ A missing or malformed setting stops the program at start with one line naming i
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -39,6 +40,24 @@ def address(name: str, value: str) -> str:
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise SettingsError(f"{name} is malformed: {value!r} is not HOST:PORT")
+    return value
+
+
+def kafka_servers(name: str, value: str) -> str:
+    """A comma-separated list of HOST:PORT brokers (a `scheme://` prefix, as librdkafka allows)."""
+    for server in value.split(","):
+        address(name, server.strip().rpartition("://")[2])
+    return value
+
+
+_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+
+def kafka_topic(name: str, value: str) -> str:
+    if not _TOPIC.fullmatch(value) or value in (".", ".."):
+        raise SettingsError(
+            f"{name} is malformed: {value!r} is not a Kafka topic name ([A-Za-z0-9._-], 1-249)"
+        )
     return value
 
 
@@ -80,6 +99,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         return value.strip() if value is not None and value.strip() else None
 
     url = get("PM_DATABASE_URL")
+    servers = get("PM_KAFKA_BOOTSTRAP_SERVERS")
     defaults = Settings(database_url=None)
     return Settings(
         database_url=database_url("PM_DATABASE_URL", url) if url else None,
@@ -88,8 +108,8 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
             "PM_PARTY_MANAGEMENT_ADDRESS",
             get("PM_PARTY_MANAGEMENT_ADDRESS") or defaults.party_management_address,
         ),
-        kafka_bootstrap_servers=get("PM_KAFKA_BOOTSTRAP_SERVERS"),
-        kafka_topic=get("PM_KAFKA_TOPIC") or defaults.kafka_topic,
+        kafka_bootstrap_servers=kafka_servers("PM_KAFKA_BOOTSTRAP_SERVERS", servers) if servers else None,
+        kafka_topic=kafka_topic("PM_KAFKA_TOPIC", get("PM_KAFKA_TOPIC") or defaults.kafka_topic),
         party_management_timeout=_positive_float(
             "PM_PARTY_MANAGEMENT_TIMEOUT",
             get("PM_PARTY_MANAGEMENT_TIMEOUT") or str(defaults.party_management_timeout),

@@ -204,6 +204,12 @@ def test_load_reads_every_setting_from_the_environment() -> None:
     )
 
 
+def test_load_takes_a_list_of_kafka_brokers_with_or_without_a_scheme() -> None:
+    servers = "kafka-1:9092, kafka-2:9092,SSL://kafka-3:9093"
+
+    assert settings.load({"PM_KAFKA_BOOTSTRAP_SERVERS": servers}).kafka_bootstrap_servers == servers
+
+
 def test_load_treats_blank_values_as_unset() -> None:
     loaded = settings.load(
         {"PM_DATABASE_URL": "  ", "PM_GRPC_ADDRESS": "", "PM_KAFKA_BOOTSTRAP_SERVERS": " "}
@@ -236,6 +242,12 @@ def test_require_database_url_names_the_missing_setting() -> None:
         ("PM_DATABASE_POOL_SIZE", "0"),
         ("PM_DATABASE_POOL_SIZE", "ten"),
         ("PM_SHUTDOWN_GRACE", "-5"),
+        ("PM_KAFKA_BOOTSTRAP_SERVERS", "localhost"),
+        ("PM_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092,broker"),
+        ("PM_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092,"),
+        ("PM_KAFKA_TOPIC", "pm events"),
+        ("PM_KAFKA_TOPIC", ".."),
+        ("PM_KAFKA_TOPIC", "t" * 250),
     ],
 )
 def test_load_refuses_a_malformed_setting_naming_it(setting: str, value: str) -> None:
