@@ -170,24 +170,13 @@ class Relay:
         self._poll_interval = poll_interval
         self._drain_timeout = drain_timeout
         self._fatal: KafkaError | None = None
-        self.leading = threading.Event()
 
     def run(self, stop: threading.Event) -> None:
         backoff = BACKOFF_MIN
         while not stop.is_set():
             try:
                 with self._engine.connect() as connection:
-                    if not connection.scalar(
-                        text("SELECT pg_try_advisory_lock(:key)"), {"key": LEADER_LOCK_KEY}
-                    ):
-                        stop.wait(STANDBY_INTERVAL)
-                        continue
-                    log.info("relay: leading, publishing to %s", self._topic)
-                    self.leading.set()
-                    try:
-                        self._lead(connection, stop)
-                    finally:
-                        self.leading.clear()
+                    self._stand_by_then_lead(connection, stop)
                 backoff = BACKOFF_MIN
             except DBAPIError as error:
                 log.warning(
@@ -200,6 +189,15 @@ class Relay:
                 stop.wait(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
         self._engine.dispose()
+
+    def _stand_by_then_lead(self, connection: Connection, stop: threading.Event) -> None:
+        """Waits on `connection` until the leadership is free, then leads until `stop`."""
+        while not stop.is_set():
+            if connection.scalar(text("SELECT pg_try_advisory_lock(:key)"), {"key": LEADER_LOCK_KEY}):
+                log.info("relay: leading, publishing to %s", self._topic)
+                self._lead(connection, stop)
+                return
+            stop.wait(STANDBY_INTERVAL)
 
     def _lead(self, connection: Connection, stop: threading.Event) -> None:
         self._ensure_topic()

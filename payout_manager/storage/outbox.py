@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import datetime
 
-from sqlalchemy import Connection, delete, func, select
+from sqlalchemy import Connection, delete, select
 
 from payout_manager.storage.tables import payout_event, payout_event_outbox
 
@@ -16,15 +15,8 @@ class PendingEvent:
     row_id: int
     event_id: str
     payout_id: str
-    sequence_id: int
-    created_at: datetime
+    # The serialized payout_manager.v1.Event, as stored.
     payload: bytes
-
-
-@dataclass(frozen=True)
-class Backlog:
-    count: int
-    oldest: datetime | None
 
 
 class Outbox:
@@ -45,32 +37,16 @@ class Outbox:
                 payout_event.c.id,
                 payout_event.c.event_id,
                 payout_event.c.payout_id,
-                payout_event.c.sequence_id,
-                payout_event.c.created_at,
                 payout_event.c.payload,
             )
             .join(payout_event_outbox, payout_event_outbox.c.event_row_id == payout_event.c.id)
             .order_by(payout_event_outbox.c.event_row_id)
             .limit(limit)
         )
-        return [
-            PendingEvent(
-                row.id, str(row.event_id), row.payout_id, row.sequence_id, row.created_at, bytes(row.payload)
-            )
-            for row in rows
-        ]
+        return [PendingEvent(row.id, str(row.event_id), row.payout_id, bytes(row.payload)) for row in rows]
 
     def mark_published(self, row_ids: Collection[int]) -> None:
         if row_ids:
             self._connection.execute(
                 delete(payout_event_outbox).where(payout_event_outbox.c.event_row_id.in_(list(row_ids)))
             )
-
-    def backlog(self) -> Backlog:
-        """How many events wait for Kafka, and when the oldest of them was committed."""
-        row = self._connection.execute(
-            select(func.count(), func.min(payout_event.c.created_at)).join_from(
-                payout_event_outbox, payout_event, payout_event_outbox.c.event_row_id == payout_event.c.id
-            )
-        ).one()
-        return Backlog(row[0], row[1])

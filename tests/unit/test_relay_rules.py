@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from payout_manager.events.relay import Holds, acknowledged, headers
 from payout_manager.storage.outbox import PendingEvent
 
-NOW = datetime(2026, 1, 1, tzinfo=UTC)
-
 
 def pending(row_id: int, payout_id: str, sequence_id: int) -> PendingEvent:
-    return PendingEvent(row_id, f"event-{row_id}", payout_id, sequence_id, NOW, b"")
+    return PendingEvent(row_id, f"event-{row_id}", payout_id, f"{payout_id}:{sequence_id}".encode())
 
 
 BATCH = [pending(1, "a", 1), pending(2, "b", 1), pending(3, "a", 2), pending(4, "a", 3), pending(5, "b", 2)]
