@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, select, update
@@ -17,7 +18,7 @@ from support.kafka import TestKafka
 
 from payout_manager.events.codec import event_to_proto
 from payout_manager.events.relay import Relay
-from payout_manager.local_postgres import create_database
+from payout_manager.local_postgres import LocalPostgres, create_database
 from payout_manager.payouts import model
 from payout_manager.storage import migrations
 from payout_manager.storage.database import create_database_engine
@@ -155,3 +156,38 @@ def test_an_event_the_broker_refuses_holds_back_only_its_own_payout_and_goes_out
         records = reader.read_events_of({healthy: 1, stuck: 2}, timeout=60)
 
     assert sequences(records) == {healthy: [1], stuck: [1, 2]}
+
+
+def test_the_relay_rides_out_a_database_restart(
+    tmp_path: Path, kafka: TestKafka, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A PostgreSQL of its own, which this test stops and starts again on the same port.
+    postgres = LocalPostgres.start(tmp_path / "postgres", durable=False)
+    try:
+        url = postgres.create_database("relay")
+        migrations.upgrade(url)
+        engine = create_database_engine(url, pool_size=1)
+        before, after = f"before-{uuid.uuid4()}", f"after-{uuid.uuid4()}"
+        topic = f"pm-relay-{uuid.uuid4().hex[:12]}"
+        store(engine, before)
+        with relay_running(engine, kafka.bootstrap_servers, topic) as reader:
+            reader.read_events_of({before: 1}, timeout=60)
+            postgres.stop()
+            time.sleep(2)
+            postgres = LocalPostgres.start(tmp_path / "postgres", port=postgres.port, durable=False)
+            engine.dispose()
+            store(engine, after)
+            records = reader.read_events_of({before: 1, after: 1}, timeout=60)
+        engine.dispose()
+    finally:
+        postgres.stop()
+
+    assert sequences(records) == {before: [1], after: [1]}
+    assert "relay: database lost" in caplog.text
+
+
+def store(engine: Engine, payout_id: str) -> None:
+    payout, created = new_payout(payout_id)
+    with engine.begin() as connection:
+        Payouts(connection).add(payout)
+        Payouts(connection).add_event(created)
