@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import TextIO
 
-from confluent_kafka import Consumer, Message
+from confluent_kafka import Consumer, KafkaError, Message
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 
@@ -90,8 +90,20 @@ def run(options: Options, out: TextIO = sys.stdout, err: TextIO = sys.stderr) ->
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
 
-    consumer = Consumer(consumer_config(options))
+    said: set[str] = set()
+
+    def on_error(error: KafkaError) -> None:
+        # librdkafka repeats a client-wide error (no broker reachable) on every reconnect: once each.
+        if str(error) not in said:
+            said.add(str(error))
+            print(f"payout-manager events: {error}", file=err, flush=True)
+
+    consumer = Consumer(
+        # Its own log is left to errors that matter; the rest reach on_error, said once each.
+        {**consumer_config(options), "error_cb": on_error, "log_level": 2}
+    )
     printed = 0
+    last_error = ""
     last_seen = time.monotonic()
     wanted = options.payout_id.encode() if options.payout_id is not None else None
     try:
@@ -106,10 +118,14 @@ def run(options: Options, out: TextIO = sys.stdout, err: TextIO = sys.stderr) ->
                 continue
             error = message.error()
             if error is not None:
-                print(f"payout-manager events: {error}", file=err, flush=True)
+                # A broker away repeats its error on every poll: say each one once in a row.
+                if str(error) != last_error:
+                    print(f"payout-manager events: {error}", file=err, flush=True)
+                    last_error = str(error)
                 if error.fatal():
                     return 1
                 continue
+            last_error = ""
             last_seen = time.monotonic()
             if wanted is None or message.key() == wanted:
                 try:
