@@ -47,8 +47,9 @@ STANDBY_INTERVAL = 0.5
 # Back-off after a failure (database lost, undelivered messages): doubles up to the maximum.
 BACKOFF_MIN = 0.2
 BACKOFF_MAX = 5.0
-# How often a leader waiting on an absent broker says so.
+# How often a leader waiting on an absent broker says so, and how often one Kafka error is logged.
 WAITING_LOG_INTERVAL = 10.0
+ERROR_LOG_INTERVAL = 60.0
 TOPIC_PARTITIONS = 12
 
 HEADERS_CONTENT_TYPE = ("content-type", b"application/x-protobuf")
@@ -170,6 +171,7 @@ class Relay:
         self._poll_interval = poll_interval
         self._drain_timeout = drain_timeout
         self._fatal: KafkaError | None = None
+        self._errors_said: dict[int, float] = {}
 
     def run(self, stop: threading.Event) -> None:
         backoff = BACKOFF_MIN
@@ -290,16 +292,20 @@ class Relay:
 
     def _producer(self) -> Producer:
         self._fatal = None
-        return Producer(
-            {**producer_config(self._bootstrap_servers), "error_cb": self._on_error, "logger": log}
-        )
+        # librdkafka's own log is left to what matters; its errors reach _on_error, rate-limited there.
+        config = {**producer_config(self._bootstrap_servers), "error_cb": self._on_error, "log_level": 2}
+        return Producer({**config, "logger": log})
 
     def _on_error(self, error: KafkaError) -> None:
         if error.fatal():
             log.error("relay: fatal producer error %s; starting a new producer", error)
             self._fatal = error
-        else:
-            log.debug("relay: producer error %s", error)
+            return
+        # A broker away repeats its error on every reconnect: each kind is said once a minute.
+        now = time.monotonic()
+        if now - self._errors_said.get(error.code(), -ERROR_LOG_INTERVAL) >= ERROR_LOG_INTERVAL:
+            self._errors_said[error.code()] = now
+            log.warning("relay: Kafka: %s", error.str())
 
     def _ensure_topic(self) -> None:
         """Creates the topic when the broker has none of that name; a broker away is no error here."""
