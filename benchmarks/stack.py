@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ from clients.party_management.config import EXAMPLE_TERMS
 from payout_manager.accounting.rules import Batch, Posting
 from payout_manager.local_kafka import LocalKafka, java_available
 from payout_manager.local_postgres import LocalPostgres
+from payout_manager.ports import free_port
 from payout_manager.storage import migrations
 from payout_manager.storage.database import Database, create_database_engine
 from payout_manager.storage.ledger import Ledger
@@ -54,13 +54,6 @@ class Running:
     shops: list[Shop]
     serve: subprocess.Popen[bytes]
     directory: Path
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _party_config(database_url: str, shops: int) -> tuple[dict[str, Any], list[Shop]]:
@@ -166,14 +159,14 @@ def running(*, shops: int, workers: int, kafka: bool = True) -> Iterator[Running
             stack.callback(broker.stop)
             bootstrap_servers = broker.bootstrap_servers
 
-        party_address = f"127.0.0.1:{_free_port()}"
+        party_address = f"127.0.0.1:{free_port()}"
         party = _process(
             ["party-management", "--config", str(config_path), "--address", party_address],
             {},
             directory / "party-management.log",
         )
         stack.callback(_stop, party)
-        address = f"127.0.0.1:{_free_port()}"
+        address = f"127.0.0.1:{free_port()}"
         topic = "pm-events-payout"
         env = {
             "PM_DATABASE_URL": database_url,

