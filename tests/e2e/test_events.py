@@ -14,15 +14,15 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka.admin import AdminClient
+from support import books
 from support.events import (
     Record,
     Stack,
     applied,
     java_partition,
+    outbox_size,
     relay_leaders,
     sequences,
-    stored_events,
-    wait_for_empty_outbox,
     wait_for_leader,
 )
 from support.kafka import TestKafka
@@ -156,15 +156,13 @@ def test_events_wait_in_the_database_and_stay_there_after_publishing(stack: Stac
     confirm(served.payouts, payout_id)
     time.sleep(1)
     assert relay_leaders(stack.database_url) == 0
+    assert outbox_size(stack.database_url) == 2
     assert "events wait in the database" in served.process.output()
 
     publishing = stack.serve(workers=1)
-    reader = stack.reader()
-    records = reader.read_events_of({payout_id: 2}, timeout=60)
-    reader.close()
+    records = stack.published({payout_id: 2})
 
     assert sequences(records, [payout_id]) == {payout_id: [1, 2]}
-    wait_for_empty_outbox(stack.database_url, timeout=10)
     stored = publishing.payouts.GetPayoutEvents(pb.GetPayoutEventsRequest(payout_id=payout_id)).events
     assert [e.sequence_id for e in stored] == [1, 2]
 
@@ -186,12 +184,9 @@ def test_500_payouts_from_concurrent_clients_on_two_servers_arrive_complete_in_o
     assert len(expected) == 500
     # Exactly one relay owns the database's events, though two processes run one each.
     assert relay_leaders(stack.database_url) == 1
-    wait_for_empty_outbox(stack.database_url, timeout=60)
-    reader = stack.reader()
-    records = reader.read_events_of(expected, timeout=60)
-    reader.close()
+    records = stack.published(expected, timeout=60)
     assert_complete_and_ordered(records, expected, repeats_allowed=False)
-    stored = stored_events(stack.database_url, list(expected))
+    stored = books.event_payloads(stack.database_url, list(expected))
     on_topic: dict[str, list[bytes]] = {}
     for record in records:
         on_topic.setdefault(record.key, []).append(record.value)
@@ -214,10 +209,7 @@ def test_a_broker_outage_under_load_loses_nothing(stack: Stack, kafka: TestKafka
     assert not load.failures, load.failures[:3]
     # Payouts went on while the broker was away.
     assert during > 20
-    wait_for_empty_outbox(stack.database_url, timeout=120)
-    reader = stack.reader()
-    records = reader.read_events_of(expected, timeout=120)
-    reader.close()
+    records = stack.published(expected, timeout=120)
     assert_complete_and_ordered(records, expected, repeats_allowed=True)
     # The relay waited the broker out (and said so) rather than giving events up.
     assert "has not acknowledged" in served.process.output()
@@ -243,10 +235,7 @@ def test_a_serve_process_killed_under_load_and_started_again_loses_nothing(stack
     assert not load.failures, load.failures[:3]
     # The standby took the relay over, and the restarted process stands by.
     wait_for_leader(stack.database_url, timeout=10)
-    wait_for_empty_outbox(stack.database_url, timeout=60)
-    reader = stack.reader()
-    records = reader.read_events_of(expected, timeout=60)
-    reader.close()
+    records = stack.published(expected, timeout=60)
     assert_complete_and_ordered(records, expected, repeats_allowed=True)
     assert restarted.process.popen.poll() is None
 
@@ -267,9 +256,6 @@ def test_a_graceful_restart_hands_the_relay_over_without_repeats(stack: Stack) -
     assert code == 0, leader.process.output()
     assert not load.failures, load.failures[:3]
     wait_for_leader(stack.database_url, timeout=10)
-    wait_for_empty_outbox(stack.database_url, timeout=60)
-    reader = stack.reader()
-    records = reader.read_events_of(expected, timeout=60)
-    reader.close()
+    records = stack.published(expected, timeout=60)
     # SIGTERM is normal operation: the leader's last batch lands before it lets go.
     assert_complete_and_ordered(records, expected, repeats_allowed=False)

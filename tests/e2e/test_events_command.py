@@ -6,8 +6,9 @@ import json
 import os
 import subprocess
 import sys
+import time
+import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -54,14 +55,18 @@ def published(
     stack.close()
 
 
+def events_env(stack: Stack) -> dict[str, str]:
+    return {
+        **os.environ,
+        "PM_KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap_servers,
+        "PM_KAFKA_TOPIC": stack.topic,
+    }
+
+
 def events_command(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "payout_manager", "events", *args],
-        env={
-            **os.environ,
-            "PM_KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap_servers,
-            "PM_KAFKA_TOPIC": stack.topic,
-        },
+        env=events_env(stack),
         capture_output=True,
         text=True,
         timeout=TIMEOUT,
@@ -106,7 +111,7 @@ def test_a_named_group_resumes_where_it_stopped(
     published: tuple[Stack, dict[str, list[dict[str, Any]]]],
 ) -> None:
     stack, expected = published
-    group = f"resume-{Path(stack.topic).name}"
+    group = f"resume-{stack.topic}"
 
     first = events_command(stack, "--from-beginning", "--group", group, "--max-events", "1")
     rest = events_command(stack, "--from-beginning", "--group", group, "--idle-timeout", "8")
@@ -119,12 +124,44 @@ def test_a_named_group_resumes_where_it_stopped(
     }
 
 
-def test_without_from_beginning_only_new_events_print(
+def test_without_from_beginning_only_events_after_the_start_print(
     published: tuple[Stack, dict[str, list[dict[str, Any]]]],
 ) -> None:
-    stack, _ = published
+    """Runs last in this module: it adds events of its own to the topic."""
+    stack, expected = published
+    command = subprocess.Popen(
+        [sys.executable, "-m", "payout_manager", "events", "--max-events", "1", "--idle-timeout", "60"],
+        env={
+            **os.environ,
+            "PM_KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap_servers,
+            "PM_KAFKA_TOPIC": stack.topic,
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    producer = Producer({"bootstrap.servers": stack.bootstrap_servers})
+    fresh: list[str] = []
+    try:
+        # The command joins its group at some moment; events keep coming until it prints one.
+        while command.poll() is None and len(fresh) < 120:
+            event = pb.Event(event_id=str(uuid.uuid4()), payout_id=f"fresh-{uuid.uuid4()}", sequence_id=1)
+            producer.produce(
+                stack.topic,
+                key=event.payout_id.encode(),
+                value=event.SerializeToString(),
+                headers=[("message-type", b"payout_manager.v1.Event")],
+            )
+            assert producer.flush(10) == 0
+            fresh.append(event.payout_id)
+            time.sleep(0.5)
+        stdout, stderr = command.communicate(timeout=TIMEOUT)
+    finally:
+        if command.poll() is None:
+            command.kill()
+            command.wait()
 
-    run = events_command(stack, "--idle-timeout", "6")
-
-    assert run.returncode == 0, run.stderr
-    assert run.stdout == ""
+    assert command.returncode == 0, stderr
+    printed = [json.loads(line)["payout_id"] for line in stdout.splitlines()]
+    assert len(printed) == 1
+    assert printed[0] in fresh and printed[0] not in expected

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import psycopg2
+from psycopg2 import sql
 
 from payout_manager.storage.database import sqlalchemy_url
 
@@ -50,14 +52,27 @@ def payouts_whose_plans_disagree(
         return [row for row in cursor.fetchall() if (row[2], row[3]) not in allowed[row[1]]]
 
 
-def event_sequences(database_url: str, payout_ids: Sequence[str]) -> dict[str, list[int]]:
+def _event_column(database_url: str, payout_ids: Sequence[str], column: str) -> dict[str, list[Any]]:
+    """Per payout, one column of its event rows in sequence order."""
     with psycopg2.connect(dsn(database_url)) as connection, connection.cursor() as cursor:
         cursor.execute(
-            "SELECT payout_id, sequence_id FROM payout_event"
-            " WHERE payout_id = ANY(%s) ORDER BY payout_id, sequence_id",
+            sql.SQL(
+                "SELECT payout_id, {} FROM payout_event WHERE payout_id = ANY(%s)"
+                " ORDER BY payout_id, sequence_id"
+            ).format(sql.Identifier(column)),
             (list(payout_ids),),
         )
-        sequences: dict[str, list[int]] = {payout_id: [] for payout_id in payout_ids}
-        for payout_id, sequence_id in cursor.fetchall():
-            sequences[payout_id].append(sequence_id)
-        return sequences
+        result: dict[str, list[Any]] = {payout_id: [] for payout_id in payout_ids}
+        for payout_id, value in cursor.fetchall():
+            result[payout_id].append(value)
+        return result
+
+
+def event_sequences(database_url: str, payout_ids: Sequence[str]) -> dict[str, list[int]]:
+    return _event_column(database_url, payout_ids, "sequence_id")
+
+
+def event_payloads(database_url: str, payout_ids: Sequence[str]) -> dict[str, list[bytes]]:
+    """Per payout, the stored serialized events in sequence order."""
+    stored = _event_column(database_url, payout_ids, "payload")
+    return {payout_id: [bytes(payload) for payload in payloads] for payout_id, payloads in stored.items()}

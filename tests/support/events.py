@@ -186,20 +186,6 @@ def wait_for_leader(database_url: str, timeout: float = 30.0) -> None:
         time.sleep(0.05)
 
 
-def stored_events(database_url: str, payout_ids: Sequence[str]) -> dict[str, list[bytes]]:
-    """Per payout, the stored event payloads in sequence order."""
-    with psycopg2.connect(dsn(database_url)) as connection, connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT payout_id, payload FROM payout_event WHERE payout_id = ANY(%s)"
-            " ORDER BY payout_id, sequence_id",
-            (list(payout_ids),),
-        )
-        result: dict[str, list[bytes]] = {payout_id: [] for payout_id in payout_ids}
-        for payout_id, payload in cursor.fetchall():
-            result[payout_id].append(bytes(payload))
-        return result
-
-
 @dataclass
 class Served:
     address: str
@@ -273,6 +259,15 @@ class Stack:
 
     def reader(self) -> TopicReader:
         return TopicReader(self.bootstrap_servers, self.topic)
+
+    def published(self, expected: dict[str, int], timeout: float = 60.0) -> list[Record]:
+        """Waits until the outbox is empty, then reads the topic until `expected` is all there."""
+        wait_for_empty_outbox(self.database_url, timeout)
+        reader = self.reader()
+        try:
+            return reader.read_events_of(expected, timeout)
+        finally:
+            reader.close()
 
     def close(self) -> None:
         for served in self.servers:
