@@ -80,7 +80,6 @@ def _run(args: argparse.Namespace, settings: Settings) -> None:
         if args.workers < 1:
             raise SettingsError("--workers is malformed: it must be at least 1")
         address = settings_module.address("--address", args.address) if args.address else None
-        settings.require_database_url()
         server.serve(settings, address=address or settings.grpc_address, workers=args.workers)
     elif args.command == "party-management":
         from clients.party_management import reference_server

@@ -220,7 +220,7 @@ class Relay:
                     break
                 cleared_ids = set(cleared)
                 left = {e.payout_id for e in batch if e.row_id not in cleared_ids}
-                for payout_id in {e.payout_id for e in batch} - left:
+                for payout_id in {e.payout_id for e in batch if e.payout_id not in left}:
                     holds.published(payout_id)
                 if deliveries.complete:
                     continue
