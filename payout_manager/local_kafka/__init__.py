@@ -209,7 +209,7 @@ class LocalKafka:
         """Formats the storage of a new data dir, as the one voter of a new cluster."""
         command = [java, *JVM_OPTIONS, *classpath, "kafka.tools.StorageTool", "format"]
         result = subprocess.run(
-            [*command, "--cluster-id", _cluster_id(), "--config", str(config)],
+            [*command, "--cluster-id", new_cluster_id(), "--config", str(config)],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -432,9 +432,16 @@ def _accepts_connections(port: int) -> bool:
         return False
 
 
-def _cluster_id() -> str:
-    """A new cluster id as Kafka writes them: 16 random bytes, URL-safe base64 without padding."""
-    return base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode()
+def new_cluster_id() -> str:
+    """A new cluster id as Kafka makes them: 16 random bytes, URL-safe base64 without padding.
+
+    Like Kafka's own Uuid.randomUuid, never one that starts with '-': the storage tool's command
+    line would read it as an option (one start in 64 failed to format before this).
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 @atexit.register

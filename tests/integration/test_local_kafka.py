@@ -23,6 +23,7 @@ from payout_manager.local_kafka import (
     LocalKafkaError,
     ensure_jars,
     java_available,
+    new_cluster_id,
 )
 
 needs_java = pytest.mark.skipif(
@@ -211,3 +212,11 @@ def test_a_broker_that_cannot_start_is_reported_with_its_log(tmp_path: Path) -> 
             LocalKafka.start(tmp_path / "kafka", port=port)
 
     assert f"failed to bind to 127.0.0.1:{port}: Address already in use" in str(raised.value)
+
+
+def test_cluster_ids_never_start_with_a_dash_which_the_storage_tool_would_take_for_an_option() -> None:
+    ids = [new_cluster_id() for _ in range(5_000)]
+
+    assert not [cluster_id for cluster_id in ids if cluster_id.startswith("-")]
+    assert {len(cluster_id) for cluster_id in ids} == {22}
+    assert len(set(ids)) == len(ids)
