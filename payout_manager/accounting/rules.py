@@ -168,6 +168,20 @@ def rollback(balance: Balance, net: int) -> Balance:
     return hold(balance, net, 0)
 
 
+def combined(account_id: int, currency: str, parts: Iterable[Balance]) -> Balance:
+    """One account's balance from the balances of its slots (parts of it), in int64 like each part."""
+    parts = list(parts)
+    return _in_int64(
+        Balance(
+            account_id,
+            currency,
+            sum(p.own_amount for p in parts),
+            sum(p.held_debit for p in parts),
+            sum(p.held_credit for p in parts),
+        )
+    )
+
+
 def check_accounts(postings: Sequence[Posting], balances: Mapping[int, Balance]) -> None:
     """Refuses postings naming unknown accounts or moving another currency than the account's."""
     for index, posting in enumerate(postings):

@@ -6,7 +6,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import grpc
+from sqlalchemy import Connection
 
+from payout_manager.accounting.rules import Account
 from payout_manager.api import convert
 from payout_manager.proto.accounter.v1 import accounter_pb2 as pb
 from payout_manager.storage.database import Database
@@ -37,16 +39,20 @@ class AccounterServicer:
         return convert.plan_log(accounts)
 
     def CommitPlan(self, request: pb.CommitPlanRequest, context: grpc.ServicerContext) -> pb.PostingPlanLog:
-        accounts = self._database.transaction(lambda c: Ledger(c).commit_plan(request.plan_id, self._clock()))
-        return convert.plan_log(accounts)
+        def commit(connection: Connection) -> dict[int, Account]:
+            ledger = Ledger(connection)
+            return ledger.accounts(ledger.commit_plan(request.plan_id, self._clock()))
+
+        return convert.plan_log(self._database.transaction(commit))
 
     def RollbackPlan(
         self, request: pb.RollbackPlanRequest, context: grpc.ServicerContext
     ) -> pb.PostingPlanLog:
-        accounts = self._database.transaction(
-            lambda c: Ledger(c).rollback_plan(request.plan_id, self._clock())
-        )
-        return convert.plan_log(accounts)
+        def rollback(connection: Connection) -> dict[int, Account]:
+            ledger = Ledger(connection)
+            return ledger.accounts(ledger.rollback_plan(request.plan_id, self._clock()))
+
+        return convert.plan_log(self._database.transaction(rollback))
 
     def GetPlan(self, request: pb.GetPlanRequest, context: grpc.ServicerContext) -> pb.PostingPlan:
         plan = self._database.transaction(lambda c: Ledger(c).get_plan(request.plan_id))

@@ -120,8 +120,11 @@ class PayoutService:
                 winner = payouts.get(payout.payout_id)
                 assert winner is not None
                 return winner, False
-            accounts = Ledger(connection).hold(payout.plan_id, _batch(payout.cash_flow), now)
-            for account_id in settlement_accounts(payout.cash_flow):
+            # Only the settlement accounts are checked, so only they serialize payouts; the shared
+            # system account every fee goes to is credited through any free slot of it.
+            checked = settlement_accounts(payout.cash_flow)
+            accounts = Ledger(connection).hold(payout.plan_id, _batch(payout.cash_flow), now, checked=checked)
+            for account_id in checked:
                 available = accounts[account_id].min_available_amount
                 if available < 0:
                     # Raising rolls the whole transaction back: no hold, no payout, no event.
@@ -207,7 +210,8 @@ class PayoutService:
                 ledger.rollback_plan(current.plan_id, now)
             elif change.accounting is Accounting.REVERT:
                 reverse = tuple(p.reversed() for p in current.cash_flow)
-                ledger.hold(current.revert_plan_id, _batch(reverse), now)
+                # A revert is never refused for lack of funds: no account of it is checked.
+                ledger.hold(current.revert_plan_id, _batch(reverse), now, checked=())
                 ledger.commit_plan(current.revert_plan_id, now)
             payouts.save_change(change.payout)
             payouts.add_event(replace(change.event, event_id=self._new_id()))

@@ -1,17 +1,27 @@
 """The ledger's SQL: accounts, posting plans and their balances, inside the caller's transaction.
 
-Accounts are locked in ascending id order, always, so two plans touching the same accounts queue
-instead of deadlocking. Balances are computed in Python from the locked rows (exact integers) and
-written back, with a row in `account_balance` for every change so past balances can be read.
+An account's balance is the sum of its slots (`account_slot`). A hold locks, for each account:
+- every slot, waiting, when the caller checks the account's funds or the plan already holds a net
+  on it: the account's balance is then exact, and the plan's net stays in one slot;
+- otherwise the lowest free slot, with SKIP LOCKED, never waiting; when every slot is locked it
+  makes a new one. So the one system account that every payout credits with its fee does not make
+  payouts queue: only accounts whose funds are checked serialize.
+
+Waiting locks are taken in ascending (account id, slot) order, and a transaction waits for an
+account only while holding locks on lower ones, so two plans queue instead of deadlocking. Every
+change of a slot writes a row to `account_balance`, so past balances can be read back.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+import random
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Row, func, insert, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from payout_manager.accounting import rules
@@ -20,14 +30,140 @@ from payout_manager.errors import FieldViolation, Reason, Refusal, invalid
 from payout_manager.storage.tables import (
     account,
     account_balance,
+    account_slot,
     posting,
     posting_plan,
     posting_plan_account,
 )
 
+# Slots an account may grow to under contention; beyond, a change waits for a random slot.
+MAX_SLOTS = 64
+_NEW_SLOT_ATTEMPTS = 3
 
-def _account(row: Row[Any], balance: Balance | None = None) -> Account:
-    balance = balance or _balance(row)
+_TOTALS = text(
+    """
+    SELECT a.id, a.currency, a.description, a.created_at,
+           sum(s.own_amount) AS own_amount, sum(s.held_debit) AS held_debit,
+           sum(s.held_credit) AS held_credit
+    FROM account a JOIN account_slot s ON s.account_id = a.id
+    WHERE a.id = ANY(:ids)
+    GROUP BY a.id
+    """
+)
+
+# Per account, each slot's last balance at :at, summed; slots made after :at add nothing.
+_TOTAL_AT = text(
+    """
+    SELECT coalesce(sum(b.own_amount), 0) AS own_amount,
+           coalesce(sum(b.min_available_amount), 0) AS min_available_amount,
+           coalesce(sum(b.max_available_amount), 0) AS max_available_amount
+    FROM account_slot s
+    CROSS JOIN LATERAL (
+        SELECT own_amount, min_available_amount, max_available_amount FROM account_balance
+        WHERE account_id = s.account_id AND slot = s.slot AND at <= :at
+        ORDER BY at DESC, id DESC LIMIT 1
+    ) b
+    WHERE s.account_id = :id
+    """
+)
+
+# For each account: its lowest free slot, locked without waiting (NULL when all are locked), and
+# the committed sums over all its slots, for the range check of the account's total.
+_LOCK_FREE_SLOTS = text(
+    """
+    SELECT w.id AS account_id, a.currency, f.slot, f.own_amount, f.held_debit, f.held_credit,
+           t.own_amount AS total_own, t.held_debit AS total_debit, t.held_credit AS total_credit,
+           t.slots
+    FROM unnest(CAST(:ids AS bigint[])) AS w(id)
+    JOIN account a ON a.id = w.id
+    LEFT JOIN LATERAL (
+        SELECT slot, own_amount, held_debit, held_credit FROM account_slot
+        WHERE account_id = w.id ORDER BY slot LIMIT 1
+        FOR NO KEY UPDATE SKIP LOCKED
+    ) f ON true
+    CROSS JOIN LATERAL (
+        SELECT sum(own_amount) AS own_amount, sum(held_debit) AS held_debit,
+               sum(held_credit) AS held_credit, count(*) AS slots
+        FROM account_slot WHERE account_id = w.id
+    ) t
+    ORDER BY w.id
+    """
+)
+
+_NEW_SLOT = text(
+    """
+    INSERT INTO account_slot (account_id, slot, own_amount, held_debit, held_credit)
+    VALUES (:id, :slot, 0, 0, 0)
+    ON CONFLICT DO NOTHING
+    RETURNING slot
+    """
+)
+
+_WAIT_FOR_ANY_SLOT = text(
+    """
+    SELECT slot, own_amount, held_debit, held_credit FROM account_slot
+    WHERE account_id = :id ORDER BY random() LIMIT 1
+    FOR NO KEY UPDATE
+    """
+)
+
+# New slot balances, and a row of history for each, in one statement.
+_WRITE_SLOTS = text(
+    """
+    WITH v AS (
+        SELECT * FROM unnest(
+            CAST(:account_ids AS bigint[]), CAST(:slots AS smallint[]), CAST(:own AS bigint[]),
+            CAST(:debit AS bigint[]), CAST(:credit AS bigint[])
+        ) AS v(account_id, slot, own_amount, held_debit, held_credit)
+    ), changed AS (
+        UPDATE account_slot s
+        SET own_amount = v.own_amount, held_debit = v.held_debit, held_credit = v.held_credit
+        FROM v WHERE s.account_id = v.account_id AND s.slot = v.slot
+    )
+    INSERT INTO account_balance (account_id, slot, at, own_amount, min_available_amount,
+                                 max_available_amount)
+    SELECT account_id, slot, clock_timestamp(), own_amount, own_amount - held_debit,
+           own_amount + held_credit
+    FROM v
+    """
+)
+
+
+@dataclass(frozen=True)
+class _Locked:
+    """An account locked for a change: the slot to change, and the sum of its other slots.
+
+    `row` is the account's row when all its slots are locked: only then is its total exact.
+    """
+
+    slot: int
+    balance: Balance
+    others: Balance
+    row: _AccountRow | None = None
+
+    def total(self, slot_balance: Balance) -> Balance:
+        return rules.combined(slot_balance.account_id, slot_balance.currency, (self.others, slot_balance))
+
+
+@dataclass(frozen=True)
+class _Net:
+    """A plan's net effect on one account, held in one of the account's slots."""
+
+    slot: int
+    net: int
+
+
+def _int(value: int | Decimal | None) -> int:
+    # PostgreSQL sums bigints as numeric: exact, and turned into int without rounding.
+    return 0 if value is None else int(value)
+
+
+def _slot_balance(account_id: int, currency: str, row: Any) -> Balance:
+    return Balance(account_id, currency, _int(row.own_amount), _int(row.held_debit), _int(row.held_credit))
+
+
+def _account(row: Row[Any] | _AccountRow | None, balance: Balance) -> Account:
+    assert row is not None
     return Account(
         id=row.id,
         currency=row.currency,
@@ -37,10 +173,6 @@ def _account(row: Row[Any], balance: Balance | None = None) -> Account:
         min_available_amount=balance.min_available_amount,
         max_available_amount=balance.max_available_amount,
     )
-
-
-def _balance(row: Row[Any]) -> Balance:
-    return Balance(row.id, row.currency, row.own_amount, row.held_debit, row.held_credit)
 
 
 def check_plan_id(plan_id: str) -> None:
@@ -63,51 +195,66 @@ class Ledger:
             raise invalid(violations)
         row = self._connection.execute(
             insert(account)
-            .values(
-                currency=currency,
-                description=description,
-                created_at=func.clock_timestamp(),
-                own_amount=0,
-                held_debit=0,
-                held_credit=0,
-            )
+            .values(currency=currency, description=description, created_at=func.clock_timestamp())
             .returning(*account.c)
         ).one()
-        created = _account(row)
-        self._log_balances([_balance(row)], at=row.created_at)
-        return created
+        self._connection.execute(
+            insert(account_slot).values(account_id=row.id, slot=0, own_amount=0, held_debit=0, held_credit=0)
+        )
+        self._connection.execute(
+            insert(account_balance).values(
+                account_id=row.id,
+                slot=0,
+                at=row.created_at,
+                own_amount=0,
+                min_available_amount=0,
+                max_available_amount=0,
+            )
+        )
+        return _account(row, Balance(row.id, currency, 0, 0, 0))
 
     def get_account(self, account_id: int, at: datetime | None = None) -> Account:
         """The account now, or with its balances as they were at `at`."""
+        if at is None:
+            found = self.accounts([account_id])
+            if account_id not in found:
+                raise Refusal(Reason.ACCOUNT_NOT_FOUND, f"account {account_id} does not exist")
+            return found[account_id]
         row = self._connection.execute(select(account).where(account.c.id == account_id)).first()
         if row is None:
             raise Refusal(Reason.ACCOUNT_NOT_FOUND, f"account {account_id} does not exist")
-        if at is None:
-            return _account(row)
-        past = self._connection.execute(
-            select(account_balance)
-            .where(account_balance.c.account_id == account_id, account_balance.c.at <= at)
-            .order_by(account_balance.c.at.desc(), account_balance.c.id.desc())
-            .limit(1)
-        ).first()
-        if past is None:
+        if row.created_at > at:
             raise Refusal(Reason.ACCOUNT_NOT_FOUND, f"account {account_id} did not exist at {at.isoformat()}")
+        past = self._connection.execute(_TOTAL_AT, {"id": account_id, "at": at}).one()
         return Account(
             id=row.id,
             currency=row.currency,
             description=row.description,
             creation_time=row.created_at,
-            own_amount=past.own_amount,
-            min_available_amount=past.min_available_amount,
-            max_available_amount=past.max_available_amount,
+            own_amount=_in_int64(account_id, past.own_amount),
+            min_available_amount=_in_int64(account_id, past.min_available_amount),
+            max_available_amount=_in_int64(account_id, past.max_available_amount),
         )
 
     def accounts(self, account_ids: Iterable[int]) -> dict[int, Account]:
-        rows = self._connection.execute(select(account).where(account.c.id.in_(sorted(set(account_ids)))))
-        return {row.id: _account(row) for row in rows}
+        """The accounts with their balances now, summed over their slots."""
+        rows = self._connection.execute(_TOTALS, {"ids": sorted(set(account_ids))})
+        return {
+            row.id: _account(
+                row, rules.combined(row.id, row.currency, [_slot_balance(row.id, row.currency, row)])
+            )
+            for row in rows
+        }
 
-    def hold(self, plan_id: str, batch: Batch, now: datetime) -> dict[int, Account]:
-        """Holds `batch` in plan `plan_id`, creating the plan; a replayed batch is a no-op."""
+    def hold(
+        self, plan_id: str, batch: Batch, now: datetime, *, checked: Collection[int] | None = None
+    ) -> dict[int, Account]:
+        """Holds `batch` in plan `plan_id`, creating the plan; a replayed batch is a no-op.
+
+        `checked`: the accounts whose balance the caller reads to decide (None: all of them); they
+        are locked whole and returned with their balances after the hold. The others are locked
+        one slot each and left out of the result.
+        """
         rules.check_batch(plan_id, batch)
         created = (
             self._connection.execute(
@@ -118,6 +265,7 @@ class Ledger:
             ).first()
             is not None
         )
+        before: dict[int, _Net] = {}
         if not created:
             rules.check_plan_open(plan_id, self._lock_plan(plan_id))
             held = self._batches(plan_id)
@@ -128,19 +276,25 @@ class Ledger:
                         f"batch {batch.id} of plan {plan_id} was held with other postings",
                         (FieldViolation("batch.postings", "differ from the postings held before"),),
                     )
-                return self.accounts(self._plan_nets(plan_id))
+                replayed = self.accounts(self._plan_nets(plan_id))
+                return replayed if checked is None else {i: replayed[i] for i in checked if i in replayed}
             if held and batch.id < max(held):
                 raise invalid([FieldViolation("batch.id", f"must be above {max(held)}, the last batch held")])
+            before = self._plan_nets(plan_id)
 
         account_ids = sorted({p.from_id for p in batch.postings} | {p.to_id for p in batch.postings})
-        locked = self._lock_accounts(account_ids)
-        rules.check_accounts(batch.postings, {id_: _balance(row) for id_, row in locked.items()})
-        before = {} if created else self._plan_nets(plan_id)
+        whole = [i for i in account_ids if checked is None or i in checked or i in before]
+        locked = self._lock_whole(whole, {i: n.slot for i, n in before.items()})
+        locked |= self._lock_free_slots([i for i in account_ids if i not in locked])
+        rules.check_accounts(batch.postings, {i: target.balance for i, target in locked.items()})
+
         batch_net = rules.net_by_account(batch.postings)
-        after = {id_: before.get(id_, 0) + batch_net.get(id_, 0) for id_ in account_ids}
-        balances = {
-            id_: rules.hold(_balance(locked[id_]), before.get(id_, 0), after[id_]) for id_ in account_ids
+        after = {i: (before[i].net if i in before else 0) + batch_net.get(i, 0) for i in account_ids}
+        changed = {
+            i: rules.hold(locked[i].balance, before[i].net if i in before else 0, after[i])
+            for i in account_ids
         }
+        totals = {i: locked[i].total(changed[i]) for i in account_ids}
 
         self._connection.execute(
             insert(posting),
@@ -164,17 +318,23 @@ class Ledger:
                 index_elements=[posting_plan_account.c.plan_id, posting_plan_account.c.account_id],
                 set_={"net": upsert.excluded.net},
             ),
-            [{"plan_id": plan_id, "account_id": id_, "net": net} for id_, net in after.items()],
+            [
+                {"plan_id": plan_id, "account_id": i, "slot": locked[i].slot, "net": net}
+                for i, net in after.items()
+            ],
         )
-        self._write_balances(balances.values())
-        return {id_: _account(locked[id_], balances[id_]) for id_ in account_ids}
+        self._write_slots({i: (locked[i].slot, changed[i]) for i in account_ids})
+        return {i: _account(locked[i].row, totals[i]) for i in whole}
 
-    def commit_plan(self, plan_id: str, now: datetime) -> dict[int, Account]:
-        """Moves the plan's held nets into own amounts; committing twice is a no-op."""
+    def commit_plan(self, plan_id: str, now: datetime) -> list[int]:
+        """Moves the plan's held nets into own amounts; committing twice is a no-op.
+
+        Returns the plan's accounts.
+        """
         return self._finish(plan_id, PlanStatus.COMMITTED, now)
 
-    def rollback_plan(self, plan_id: str, now: datetime) -> dict[int, Account]:
-        """Drops the plan's holds; rolling back twice is a no-op."""
+    def rollback_plan(self, plan_id: str, now: datetime) -> list[int]:
+        """Drops the plan's holds; rolling back twice is a no-op. Returns the plan's accounts."""
         return self._finish(plan_id, PlanStatus.ROLLED_BACK, now)
 
     def get_plan(self, plan_id: str) -> Plan:
@@ -187,27 +347,26 @@ class Ledger:
         batches = tuple(Batch(id_, postings) for id_, postings in sorted(self._batches(plan_id).items()))
         return Plan(plan_id, PlanStatus(status), batches)
 
-    def _finish(self, plan_id: str, target: PlanStatus, now: datetime) -> dict[int, Account]:
+    def _finish(self, plan_id: str, target: PlanStatus, now: datetime) -> list[int]:
         check_plan_id(plan_id)
         status = self._lock_plan(plan_id)
         nets = self._plan_nets(plan_id)
         if status is target:
-            return self.accounts(nets)
+            return sorted(nets)
         if status is not PlanStatus.HOLD:
             raise Refusal(
                 Reason.INVALID_PLAN_STATE,
                 f"plan {plan_id} is {status.value}; it cannot become {target.value}",
             )
         apply = rules.commit if target is PlanStatus.COMMITTED else rules.rollback
-        locked = self._lock_accounts(sorted(nets))
-        balances = {id_: apply(_balance(locked[id_]), net) for id_, net in nets.items()}
-        self._write_balances(balances.values())
+        slots = self._lock_slots({i: n.slot for i, n in nets.items()})
+        self._write_slots({i: (nets[i].slot, apply(slots[i], nets[i].net)) for i in sorted(nets)})
         self._connection.execute(
             update(posting_plan)
             .where(posting_plan.c.id == plan_id)
             .values(status=target.value, updated_at=now)
         )
-        return {id_: _account(locked[id_], balances[id_]) for id_ in sorted(nets)}
+        return sorted(nets)
 
     def _lock_plan(self, plan_id: str) -> PlanStatus:
         status = self._connection.execute(
@@ -217,19 +376,81 @@ class Ledger:
             raise Refusal(Reason.PLAN_NOT_FOUND, f"plan {plan_id} does not exist")
         return PlanStatus(status)
 
-    def _lock_accounts(self, account_ids: Collection[int]) -> dict[int, Row[Any]]:
+    def _lock_whole(self, account_ids: list[int], pinned: Mapping[int, int]) -> dict[int, _Locked]:
+        """Locks every slot of the accounts, waiting; the slot to change is the pinned one or the lowest."""
+        if not account_ids:
+            return {}
         rows = self._connection.execute(
-            select(account).where(account.c.id.in_(account_ids)).order_by(account.c.id).with_for_update()
+            select(account_slot, account.c.currency, account.c.description, account.c.created_at)
+            .join(account, account.c.id == account_slot.c.account_id)
+            .where(account_slot.c.account_id.in_(account_ids))
+            .order_by(account_slot.c.account_id, account_slot.c.slot)
+            .with_for_update(of=account_slot, key_share=True)
         )
-        return {row.id: row for row in rows}
-
-    def _plan_nets(self, plan_id: str) -> dict[int, int]:
-        rows = self._connection.execute(
-            select(posting_plan_account.c.account_id, posting_plan_account.c.net).where(
-                posting_plan_account.c.plan_id == plan_id
+        slots: dict[int, dict[int, Balance]] = {}
+        accounts: dict[int, _AccountRow] = {}
+        for row in rows:
+            slots.setdefault(row.account_id, {})[row.slot] = _slot_balance(row.account_id, row.currency, row)
+            accounts[row.account_id] = _AccountRow(
+                row.account_id, row.currency, row.description, row.created_at
             )
+        locked = {}
+        for account_id, balances in slots.items():
+            slot = pinned.get(account_id, min(balances))
+            others = [b for s, b in balances.items() if s != slot]
+            balance = balances[slot]
+            locked[account_id] = _Locked(
+                slot, balance, rules.combined(account_id, balance.currency, others), accounts[account_id]
+            )
+        return locked
+
+    def _lock_free_slots(self, account_ids: list[int]) -> dict[int, _Locked]:
+        """Locks one free slot of each account without waiting; makes a slot where none is free."""
+        if not account_ids:
+            return {}
+        locked = {}
+        for row in self._connection.execute(_LOCK_FREE_SLOTS, {"ids": account_ids}):
+            total = _slot_balance(
+                row.account_id,
+                row.currency,
+                _Sums(row.total_own, row.total_debit, row.total_credit),
+            )
+            if row.slot is not None:
+                balance = _slot_balance(row.account_id, row.currency, row)
+                locked[row.account_id] = _Locked(row.slot, balance, _minus(total, balance))
+            else:
+                locked[row.account_id] = self._another_slot(row.account_id, row.currency, total, row.slots)
+        return locked
+
+    def _another_slot(self, account_id: int, currency: str, total: Balance, slots: int) -> _Locked:
+        """Every slot of the account is locked: a new one, or past MAX_SLOTS a wait for any one."""
+        if slots < MAX_SLOTS:
+            for _ in range(_NEW_SLOT_ATTEMPTS):
+                slot = self._connection.execute(
+                    _NEW_SLOT, {"id": account_id, "slot": random.randrange(1, 2**15)}
+                ).scalar_one_or_none()
+                if slot is not None:
+                    return _Locked(slot, Balance(account_id, currency, 0, 0, 0), total)
+        row = self._connection.execute(_WAIT_FOR_ANY_SLOT, {"id": account_id}).one()
+        balance = _slot_balance(account_id, currency, row)
+        return _Locked(row.slot, balance, _minus(total, balance))
+
+    def _lock_slots(self, slots: Mapping[int, int]) -> dict[int, Balance]:
+        """Locks the given slot of each account, waiting, in ascending order."""
+        rows = self._connection.execute(
+            select(account_slot, account.c.currency)
+            .join(account, account.c.id == account_slot.c.account_id)
+            .where(tuple_(account_slot.c.account_id, account_slot.c.slot).in_(list(slots.items())))
+            .order_by(account_slot.c.account_id, account_slot.c.slot)
+            .with_for_update(of=account_slot, key_share=True)
         )
-        return {row.account_id: row.net for row in rows}
+        return {row.account_id: _slot_balance(row.account_id, row.currency, row) for row in rows}
+
+    def _plan_nets(self, plan_id: str) -> dict[int, _Net]:
+        rows = self._connection.execute(
+            select(posting_plan_account).where(posting_plan_account.c.plan_id == plan_id)
+        )
+        return {row.account_id: _Net(row.slot, row.net) for row in rows}
 
     def _batches(self, plan_id: str) -> dict[int, tuple[Posting, ...]]:
         rows = self._connection.execute(
@@ -244,41 +465,52 @@ class Ledger:
             )
         return {id_: tuple(postings) for id_, postings in batches.items()}
 
-    def _write_balances(self, balances: Iterable[Balance]) -> None:
-        balances = list(balances)
-        if not balances:
+    def _write_slots(self, changes: Mapping[int, tuple[int, Balance]]) -> None:
+        """Writes each account's changed slot and its row of history (stamped under the slot's lock)."""
+        if not changes:
             return
         self._connection.execute(
-            update(account)
-            .where(account.c.id == bindparam("b_id"))
-            .values(
-                own_amount=bindparam("b_own"),
-                held_debit=bindparam("b_debit"),
-                held_credit=bindparam("b_credit"),
-            ),
-            [
-                {
-                    "b_id": b.account_id,
-                    "b_own": b.own_amount,
-                    "b_debit": b.held_debit,
-                    "b_credit": b.held_credit,
-                }
-                for b in balances
-            ],
+            _WRITE_SLOTS,
+            {
+                "account_ids": list(changes),
+                "slots": [slot for slot, _ in changes.values()],
+                "own": [b.own_amount for _, b in changes.values()],
+                "debit": [b.held_debit for _, b in changes.values()],
+                "credit": [b.held_credit for _, b in changes.values()],
+            },
         )
-        self._log_balances(balances, at=None)
 
-    def _log_balances(self, balances: Iterable[Balance], at: datetime | None) -> None:
-        # clock_timestamp(), taken while the account row is locked, orders one account's changes.
-        self._connection.execute(
-            insert(account_balance).values(at=at if at is not None else func.clock_timestamp()),
-            [
-                {
-                    "account_id": b.account_id,
-                    "own_amount": b.own_amount,
-                    "min_available_amount": b.min_available_amount,
-                    "max_available_amount": b.max_available_amount,
-                }
-                for b in balances
-            ],
+
+@dataclass(frozen=True)
+class _AccountRow:
+    id: int
+    currency: str
+    description: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class _Sums:
+    own_amount: int | Decimal | None
+    held_debit: int | Decimal | None
+    held_credit: int | Decimal | None
+
+
+def _minus(total: Balance, part: Balance) -> Balance:
+    return Balance(
+        total.account_id,
+        total.currency,
+        total.own_amount - part.own_amount,
+        total.held_debit - part.held_debit,
+        total.held_credit - part.held_credit,
+    )
+
+
+def _in_int64(account_id: int, value: int | Decimal) -> int:
+    amount = int(value)
+    if not rules.INT64_MIN <= amount <= rules.INT64_MAX:
+        raise Refusal(
+            Reason.AMOUNT_OUT_OF_RANGE,
+            f"account {account_id}'s balance is beyond the int64 range of minor units",
         )
+    return amount

@@ -16,6 +16,7 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
+    SmallInteger,
     String,
     Table,
     Text,
@@ -43,24 +44,39 @@ account = Table(
     Column("currency", String(3), nullable=False),
     Column("description", Text, nullable=False),
     Column("created_at", Timestamp, nullable=False),
-    Column("own_amount", BigInteger, nullable=False),
-    # Sums over the plans on hold of each plan's net debit / net credit of this account.
-    Column("held_debit", BigInteger, nullable=False),
-    Column("held_credit", BigInteger, nullable=False),
-    CheckConstraint("held_debit >= 0 AND held_credit >= 0", name="holds_not_negative"),
 )
 
-# One row per balance change, so that an account's balances at a past moment can be read back.
+# An account's balance is the sum of its slots. Slot 0 is made with the account; a change that
+# needs no check of the account's funds (a credit, a revert) locks any one free slot, and makes a
+# new one when all are locked, so concurrent changes to one hot account need not queue. A change
+# that checks funds locks every slot. A plan's net on an account lives in one slot.
+account_slot = Table(
+    "account_slot",
+    metadata,
+    Column("account_id", BigInteger, ForeignKey("account.id"), nullable=False),
+    Column("slot", SmallInteger, nullable=False),
+    Column("own_amount", BigInteger, nullable=False),
+    # Sums over the plans on hold in this slot of each plan's net debit / net credit.
+    Column("held_debit", BigInteger, nullable=False),
+    Column("held_credit", BigInteger, nullable=False),
+    PrimaryKeyConstraint("account_id", "slot"),
+    CheckConstraint("held_debit >= 0 AND held_credit >= 0", name="holds_not_negative"),
+    CheckConstraint("slot >= 0", name="slot_not_negative"),
+)
+
+# One row per change of a slot, so that an account's balances at a past moment can be read back:
+# the sum over its slots of each slot's last row at that moment.
 account_balance = Table(
     "account_balance",
     metadata,
     Column("id", BigInteger, primary_key=True, autoincrement=True),
     Column("account_id", BigInteger, ForeignKey("account.id"), nullable=False),
+    Column("slot", SmallInteger, nullable=False),
     Column("at", Timestamp, nullable=False),
     Column("own_amount", BigInteger, nullable=False),
     Column("min_available_amount", BigInteger, nullable=False),
     Column("max_available_amount", BigInteger, nullable=False),
-    Index(None, "account_id", "at"),
+    Index(None, "account_id", "slot", "at"),
 )
 
 posting_plan = Table(
@@ -94,6 +110,8 @@ posting_plan_account = Table(
     metadata,
     Column("plan_id", Text, ForeignKey("posting_plan.id"), nullable=False),
     Column("account_id", BigInteger, ForeignKey("account.id"), nullable=False),
+    # The account's slot that holds this net.
+    Column("slot", SmallInteger, nullable=False),
     Column("net", BigInteger, nullable=False),
     PrimaryKeyConstraint("plan_id", "account_id"),
 )

@@ -13,11 +13,13 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from functools import partial
 from typing import TypeVar
 
 import grpc
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 from support import books
 from support.payouts import Stub, cancel, confirm, create, mark_paid, refusal
 from support.world import Shop, World
@@ -188,3 +190,40 @@ def test_a_storm_of_mixed_calls_on_many_shops_keeps_the_books(
         assert sequence == list(range(1, len(sequence) + 1)), payout_id
     for shop in shops:
         assert world.balance(shop.settlement).min_available_amount >= 0
+    assert books.problems(database_url) == []
+
+
+def amounts(account: accounter_pb.Account) -> tuple[int, int, int]:
+    return (account.own_amount, account.min_available_amount, account.max_available_amount)
+
+
+def test_the_shared_fee_account_takes_concurrent_payouts_in_several_slots_and_stays_exact(
+    clients: Clients, world: World, database_url: str
+) -> None:
+    """The system account is credited through free slots, not one queue; its balances stay exact."""
+    shops = [world.add_shop(funds=10 * COST) for _ in range(24)]
+    system = world.system_settlement()
+    own, low, high = amounts(world.balance(system))
+
+    made = clients.run([partial(_create, shop) for shop in shops for _ in range(5)])
+
+    assert outcomes(made) == {"OK": 120}
+    fee = COST - PAYOUT
+    assert amounts(world.balance(system)) == (own, low, high + 120 * fee)
+    assert books.slot_count(database_url, system) > 1
+    moment = datetime.now(UTC)
+    ids = [p.payout_id for p in made if isinstance(p, pb.Payout)]
+    reverted = ids[::3]
+
+    confirmed = clients.run([partial(_on, confirm, payout_id) for payout_id in ids])
+    cancelled = clients.run([partial(_on, cancel, payout_id) for payout_id in reverted])
+
+    assert outcomes(confirmed) == {"OK": 120}
+    assert outcomes(cancelled) == {"OK": len(reverted)}
+    kept = (120 - len(reverted)) * fee
+    assert amounts(world.balance(system)) == (own + kept, low + kept, high + kept)
+    at = Timestamp()
+    at.FromDatetime(moment)
+    past = world.accounter.GetAccount(accounter_pb.GetAccountRequest(account_id=system, at=at))
+    assert amounts(past) == (own, low, high + 120 * fee)
+    assert books.problems(database_url) == []

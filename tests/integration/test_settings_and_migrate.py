@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import closing
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg2
@@ -27,8 +28,9 @@ from support.processes import free_port
 from payout_manager import settings
 from payout_manager.local_postgres import create_database
 from payout_manager.settings import Settings, SettingsError
-from payout_manager.storage import migrations, tables
+from payout_manager.storage import audit, migrations, tables
 from payout_manager.storage.database import create_database_engine
+from payout_manager.storage.ledger import Ledger
 
 PASSWORD = "s3cret-pw"
 # A well-formed URL to a port where nothing listens: a setting that slips through fails fast.
@@ -389,3 +391,78 @@ def test_migrating_from_the_first_revision_queues_every_stored_event_for_kafka(
     with closing(psycopg2.connect(fresh_database_url)) as connection, connection.cursor() as cursor:
         cursor.execute("SELECT event_row_id FROM payout_event_outbox ORDER BY event_row_id")
         assert [row_id for (row_id,) in cursor.fetchall()] == stored
+
+
+def _ledger_at_0002(database_url: str) -> None:
+    """At revision 0002: two accounts, one committed plan of 70 and one plan of 30 on hold between them."""
+    command.upgrade(migrations.alembic_config(database_url), "0002")
+    with closing(psycopg2.connect(database_url)) as connection, connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO account (id, currency, description, created_at, own_amount, held_debit, held_credit)"
+            " VALUES (1, 'RUB', 'from', '2026-01-01', -70, 30, 0), (2, 'RUB', 'to', '2026-01-01', 70, 0, 30)"
+        )
+        cursor.execute(
+            "INSERT INTO account_balance (account_id, at, own_amount, min_available_amount,"
+            " max_available_amount) VALUES (1, '2026-01-01', 0, 0, 0), (2, '2026-01-01', 0, 0, 0),"
+            " (1, '2026-01-02', -70, -70, -70), (2, '2026-01-02', 70, 70, 70),"
+            " (1, '2026-01-03', -70, -100, -70), (2, '2026-01-03', 70, 70, 100)"
+        )
+        cursor.execute(
+            "INSERT INTO posting_plan (id, status, created_at, updated_at) VALUES"
+            " ('done', 'COMMITTED', '2026-01-02', '2026-01-02'), ('held', 'HOLD', '2026-01-03', '2026-01-03')"
+        )
+        cursor.execute(
+            "INSERT INTO posting_plan_account (plan_id, account_id, net) VALUES"
+            " ('done', 1, -70), ('done', 2, 70), ('held', 1, -30), ('held', 2, 30)"
+        )
+        connection.commit()
+
+
+def test_migrating_to_account_slots_keeps_every_balance_and_past_balance(fresh_database_url: str) -> None:
+    _ledger_at_0002(fresh_database_url)
+
+    migrations.upgrade(fresh_database_url)
+
+    engine = create_database_engine(fresh_database_url, pool_size=1)
+    try:
+        with engine.connect() as connection:
+            ledger = Ledger(connection)
+            now = {i: ledger.get_account(i) for i in (1, 2)}
+            at_2 = {i: ledger.get_account(i, datetime(2026, 1, 2, 12, tzinfo=UTC)) for i in (1, 2)}
+            problems = audit.problems(connection)
+    finally:
+        engine.dispose()
+    amounts = {i: (a.own_amount, a.min_available_amount, a.max_available_amount) for i, a in now.items()}
+    assert amounts == {1: (-70, -100, -70), 2: (70, 70, 100)}
+    past = {i: (a.own_amount, a.min_available_amount, a.max_available_amount) for i, a in at_2.items()}
+    assert past == {1: (-70, -70, -70), 2: (70, 70, 70)}
+    assert problems == []
+
+
+def test_downgrading_from_account_slots_restores_the_balances_while_each_account_has_one_slot(
+    fresh_database_url: str,
+) -> None:
+    _ledger_at_0002(fresh_database_url)
+    migrations.upgrade(fresh_database_url)
+
+    command.downgrade(migrations.alembic_config(fresh_database_url), "0002")
+
+    with closing(psycopg2.connect(fresh_database_url)) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT id, own_amount, held_debit, held_credit FROM account ORDER BY id")
+        assert cursor.fetchall() == [(1, -70, 30, 0), (2, 70, 0, 30)]
+
+
+def test_downgrading_refuses_while_an_account_has_several_slots(fresh_database_url: str) -> None:
+    _ledger_at_0002(fresh_database_url)
+    migrations.upgrade(fresh_database_url)
+    with closing(psycopg2.connect(fresh_database_url)) as connection, connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO account_slot (account_id, slot, own_amount, held_debit, held_credit)"
+            " VALUES (2, 7, 0, 0, 0)"
+        )
+        connection.commit()
+
+    with pytest.raises(RuntimeError, match="1 account slots beyond slot 0"):
+        command.downgrade(migrations.alembic_config(fresh_database_url), "0002")
+
+    assert schema(fresh_database_url)[1] == [head_revision()]

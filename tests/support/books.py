@@ -2,54 +2,47 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import psycopg2
 from psycopg2 import sql
+from sqlalchemy import Connection
 
-from payout_manager.storage.database import sqlalchemy_url
+from payout_manager.storage import audit
+from payout_manager.storage.database import create_database_engine, sqlalchemy_url
+
+T = TypeVar("T")
 
 
 def dsn(database_url: str) -> str:
     return sqlalchemy_url(database_url).replace("postgresql+psycopg2://", "postgresql://")
 
 
+def _audited(database_url: str, check: Callable[[Connection], T]) -> T:
+    engine = create_database_engine(database_url, pool_size=1)
+    try:
+        with engine.connect() as connection:
+            return check(connection)
+    finally:
+        engine.dispose()
+
+
 def unbalanced_currencies(database_url: str) -> list[tuple[str, int]]:
     """Currencies whose own amounts do not sum to 0 (double entry says: none)."""
-    with psycopg2.connect(dsn(database_url)) as connection, connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT currency, sum(own_amount) FROM account GROUP BY currency HAVING sum(own_amount) <> 0"
-        )
-        return [(currency, int(total)) for currency, total in cursor.fetchall()]
+    return _audited(database_url, audit.unbalanced_currencies)
 
 
 def payouts_whose_plans_disagree(
     database_url: str, payout_ids: Sequence[str]
 ) -> list[tuple[str, str, str, str]]:
-    """Payouts whose posting plans do not match their status.
+    """Payouts whose posting plans do not match their status."""
+    return _audited(database_url, lambda c: audit.payouts_whose_plans_disagree(c, payout_ids))
 
-    UNPAID and PAID hold their plan; CONFIRMED committed it; CANCELLED rolled it back, or
-    committed it and committed its revert plan too.
-    """
-    with psycopg2.connect(dsn(database_url)) as connection, connection.cursor() as cursor:
-        cursor.execute(
-            """
-            SELECT p.payout_id, p.status, coalesce(plan.status, '-'), coalesce(revert.status, '-')
-            FROM payout p
-            LEFT JOIN posting_plan plan ON plan.id = 'payout_' || p.payout_id
-            LEFT JOIN posting_plan revert ON revert.id = 'revert_payout_' || p.payout_id
-            WHERE p.payout_id = ANY(%s)
-            """,
-            (list(payout_ids),),
-        )
-        allowed = {
-            "UNPAID": {("HOLD", "-")},
-            "PAID": {("HOLD", "-")},
-            "CONFIRMED": {("COMMITTED", "-")},
-            "CANCELLED": {("ROLLED_BACK", "-"), ("COMMITTED", "COMMITTED")},
-        }
-        return [row for row in cursor.fetchall() if (row[2], row[3]) not in allowed[row[1]]]
+
+def problems(database_url: str) -> list[str]:
+    """Every way the books of the whole database do not hold (payout_manager.storage.audit)."""
+    return audit.audit_books(database_url)
 
 
 def _event_column(database_url: str, payout_ids: Sequence[str], column: str) -> dict[str, list[Any]]:
@@ -76,3 +69,11 @@ def event_payloads(database_url: str, payout_ids: Sequence[str]) -> dict[str, li
     """Per payout, the stored serialized events in sequence order."""
     stored = _event_column(database_url, payout_ids, "payload")
     return {payout_id: [bytes(payload) for payload in payloads] for payout_id, payloads in stored.items()}
+
+
+def slot_count(database_url: str, account_id: int) -> int:
+    """How many slots the account's balance is spread over."""
+    with psycopg2.connect(dsn(database_url)) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM account_slot WHERE account_id = %s", (account_id,))
+        (count,) = cursor.fetchone() or (0,)
+        return int(count)
