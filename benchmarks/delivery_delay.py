@@ -16,22 +16,19 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC
 
 import grpc
-from confluent_kafka import Consumer
 
+from benchmarks.measure import percentile
 from benchmarks.stack import CURRENCY, Running, running
+from benchmarks.topic import TopicReader
 from payout_manager.proto.party_management.v1 import party_management_pb2 as party_pb
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2 as pb
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2_grpc
 
 CLIENTS = 8
-
-
-def _percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+# Seconds the events of a stream may take to arrive.
+WAIT = 60.0
 
 
 def _create_steadily(stack: Running, rate: float, seconds: float, created: dict[str, float]) -> None:
@@ -84,66 +81,27 @@ class Delay:
     response_to_consumer: float
 
 
-@dataclass(frozen=True)
-class Arrival:
-    stamped: float
-    produced: float
-    arrived: float
-
-
 def measure(rate: float, seconds: float, workers: int) -> list[Delay]:
     with running(shops=100, workers=workers) as stack:
         if stack.bootstrap_servers is None:
             raise SystemExit("no JDK here: no local Kafka, nothing to measure")
-        consumer = Consumer(
-            {
-                "bootstrap.servers": stack.bootstrap_servers,
-                "group.id": f"delivery-delay-{uuid.uuid4().hex[:8]}",
-                "auto.offset.reset": "earliest",
-            }
-        )
-        consumer.subscribe([stack.topic])
-        arrivals: dict[str, Arrival] = {}
-        created: dict[str, float] = {}
-        done = threading.Event()
-
-        def consume() -> None:
-            while not done.is_set():
-                message = consumer.poll(0.1)
-                if message is None or message.error() is not None:
-                    continue
-                arrived = time.time()
-                event = pb.Event()
-                event.ParseFromString(message.value() or b"")
-                arrivals[event.payout_id] = Arrival(
-                    stamped=event.created_at.ToDatetime(tzinfo=UTC).timestamp(),
-                    # The message timestamp is librdkafka's clock at produce(), in milliseconds.
-                    produced=message.timestamp()[1] / 1000,
-                    arrived=arrived,
-                )
-
-        reader = threading.Thread(target=consume)
-        reader.start()
-        # Warm-up, not measured: the relay's producer, the topic and the consumer's group get ready.
-        warm_up: dict[str, float] = {}
-        _create_steadily(stack, rate, 3.0, warm_up)
-        deadline = time.monotonic() + 60
-        while not set(warm_up) <= arrivals.keys() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        _create_steadily(stack, rate, seconds, created)
-        deadline = time.monotonic() + 60
-        while not set(created) <= arrivals.keys() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        done.set()
-        reader.join()
-        consumer.close()
-        missing = set(created) - set(arrivals)
-        if missing:
-            raise SystemExit(f"{len(missing)} of {len(created)} events did not arrive within 60 s")
+        topic = TopicReader(stack.bootstrap_servers, stack.topic)
+        try:
+            # Warm-up, not measured: the relay's producer, the topic and the consumer's group get ready.
+            warm_up: dict[str, float] = {}
+            _create_steadily(stack, rate, 3.0, warm_up)
+            created: dict[str, float] = {}
+            if topic.wait_for(len(warm_up), WAIT):
+                _create_steadily(stack, rate, seconds, created)
+            if not topic.wait_for(len(warm_up) + len(created), WAIT):
+                raise SystemExit(f"the events did not arrive within {WAIT:g} s")
+            arrivals = {delivery.payout_id: delivery for delivery in topic.deliveries()}
+        finally:
+            topic.close()
         return [
             Delay(
-                arrivals[payout_id].produced - arrivals[payout_id].stamped,
-                arrivals[payout_id].arrived - arrivals[payout_id].stamped,
+                arrivals[payout_id].produced - arrivals[payout_id].created_at,
+                arrivals[payout_id].arrived - arrivals[payout_id].created_at,
                 arrivals[payout_id].arrived - responded,
             )
             for payout_id, responded in created.items()
@@ -170,7 +128,7 @@ def main() -> None:
         ("response to consumer", [d.response_to_consumer for d in delays]),
     ):
         ms = [v * 1000 for v in values]
-        figures = [statistics.median(ms), _percentile(ms, 0.90), _percentile(ms, 0.99), max(ms)]
+        figures = [statistics.median(ms), percentile(ms, 0.90), percentile(ms, 0.99), max(ms)]
         print(f"{label:24}" + "".join(f"{f:6.1f} ms" for f in figures))
 
 
