@@ -15,6 +15,7 @@ from benchmarks.ghz import Calls
 from benchmarks.stack import Running
 from benchmarks.topic import TopicReader, delays_ms
 
+MACHINE = "machine"
 # How long the relay may take to publish what a window created before the run gives up on it.
 DRAIN_TIMEOUT = 120.0
 
@@ -69,7 +70,9 @@ class Meter:
         }
 
     def cpu(self) -> dict[str, float]:
-        return {name: processes.tree_cpu_seconds(pid) for name, pid in self._groups.items()}
+        """CPU seconds so far of each group, and of the whole machine ("machine")."""
+        used = {name: processes.tree_cpu_seconds(pid) for name, pid in self._groups.items()}
+        return used | {MACHINE: processes.machine_busy_seconds()}
 
     def workers(self) -> list[int]:
         return processes.workers(self.stack.serve.pid)
@@ -100,6 +103,8 @@ class Meter:
         after = self.cpu()
         cpu = {group: after[group] - before[group] for group in after}
         cpu["ghz"] = sum(c.cpu_seconds for c in calls)
+        # Kafka, this process, and whatever else the machine was doing.
+        cpu["other"] = cpu.pop(MACHINE) - sum(cpu.values())
         return Row(
             name=name,
             payouts=payouts(calls),

@@ -38,6 +38,13 @@ def tree_cpu_seconds(pid: int) -> float:
     return own_and_waited + sum(tree_cpu_seconds(child) for child in children(pid))
 
 
+def machine_busy_seconds() -> float:
+    """CPU time every CPU of the machine has spent on anything but idling, since boot."""
+    fields = (PROC / "stat").read_text().split("\n", 1)[0].split()
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(value) for value in fields[1:9])
+    return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
+
+
 def peak_rss_mb(pid: int) -> float:
     """The most memory `pid` ever had resident (VmHWM)."""
     return _status_kb(pid, "VmHWM") * 1024 / MEGABYTE

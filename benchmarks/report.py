@@ -24,6 +24,7 @@ COLUMNS = (
     ("CPU s per 1000 payouts", "PartyMgmt", 10),
     ("CPU s per 1000 payouts", "Postgres", 9),
     ("CPU s per 1000 payouts", "ghz", 6),
+    ("CPU s per 1000 payouts", "other", 7),
     ("peak RSS", "MB/worker", 11),
     ("delivery ms", "p50", 8),
     ("delivery ms", "p99", 8),
@@ -32,7 +33,9 @@ COLUMNS = (
 NOTES = """\
 p50, p99: latency of each call as ghz saw it; for create-then-confirm, create/confirm.
 CPU: utime+stime from /proc over the load and the relay's publishing of what it created; serve is the
-serve process (which runs the relay) and its workers; PostgreSQL, every backend; ghz, the load generator.
+serve process (which runs the relay) and its workers; PostgreSQL, every backend; ghz, the load generator;
+other, the rest of the machine's busy time (Kafka, this harness, and anything else running: a large
+figure means the machine was not left to the benchmark).
 peak RSS: VmHWM of each worker, since it started.
 delivery: from the event's created_at to a consumer in a group of its own. created_at is stamped in
 the transaction before it commits, so this is an upper bound of the delay from commit to delivery."""
@@ -102,7 +105,7 @@ def table_row(row: Row) -> str:
             "/".join(f"{c.p99_ms:.1f}" for c in row.calls),
             *(
                 f"{row.cpu_per_thousand(group):.2f}"
-                for group in ("serve", "PartyManagement", "PostgreSQL", "ghz")
+                for group in ("serve", "PartyManagement", "PostgreSQL", "ghz", "other")
             ),
             rss,
             f"{delay[0]:.1f}" if row.delay_ms else "n/a",
