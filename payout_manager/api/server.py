@@ -75,7 +75,7 @@ def build_server(settings: Settings, address: str, *, share_port: bool = False) 
 
     # One thread per pooled connection (plus overflow): more threads would only queue on the pool.
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=settings.database_pool_size * 2, thread_name_prefix="grpc"),
+        futures.ThreadPoolExecutor(max_workers=settings.database_pool_size, thread_name_prefix="grpc"),
         options=[("grpc.so_reuseport", int(share_port))],
     )
     server.add_generic_rpc_handlers(

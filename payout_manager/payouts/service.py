@@ -84,7 +84,7 @@ class PayoutService:
         if not request.payout_id:
             request = replace(request, payout_id=self._new_id())
         else:
-            existing = self._database.transaction(lambda c: Payouts(c).get(request.payout_id))
+            existing = self._database.read(lambda c: Payouts(c).get(request.payout_id))
             if existing is not None:
                 return _replayed(existing, request)
 
@@ -150,7 +150,7 @@ class PayoutService:
 
     def get(self, payout_id: str) -> Payout:
         validation.check_payout_id(payout_id)
-        payout = self._database.transaction(lambda c: Payouts(c).get(payout_id))
+        payout = self._database.read(lambda c: Payouts(c).get(payout_id))
         if payout is None:
             raise _not_found(payout_id)
         return payout
@@ -168,7 +168,7 @@ class PayoutService:
                 raise _not_found(payout_id)
             raise Refusal(Reason.REVISION_NOT_FOUND, f"payout {payout_id} has no revision {revision}")
 
-        return self._database.transaction(read)
+        return self._database.read(read)
 
     def events(self, payout_id: str, after_sequence_id: int, limit: int) -> list[bytes]:
         """The payout's stored events after `after_sequence_id`, oldest first."""
@@ -181,12 +181,12 @@ class PayoutService:
                 raise _not_found(payout_id)
             return found
 
-        return self._database.transaction(read)
+        return self._database.read(read)
 
     def list(self, where: PayoutFilter, page_token: str, page_size: int) -> Page:
         """One page of payouts, newest first, and the token of the next page ('' on the last)."""
         after = listing.decode(page_token, where) if page_token else None
-        rows = self._database.transaction(lambda c: Payouts(c).list(where, after, page_size + 1))
+        rows = self._database.read(lambda c: Payouts(c).list(where, after, page_size + 1))
         page, more = rows[:page_size], len(rows) > page_size
         token = listing.encode(Cursor(page[-1].created_at, page[-1].payout_id), where) if more else ""
         return Page(page, token)

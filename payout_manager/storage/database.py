@@ -33,11 +33,12 @@ def sqlalchemy_url(database_url: str) -> str:
 
 
 def create_database_engine(database_url: str, *, pool_size: int = 10) -> Engine:
+    # No pool_pre_ping: it costs a round trip per checkout. A pooled connection the server has
+    # dropped fails on its first statement instead, and Database reruns the work (below).
     return create_engine(
         sqlalchemy_url(database_url),
         pool_size=pool_size,
-        max_overflow=pool_size,
-        pool_pre_ping=True,
+        max_overflow=0,
         pool_timeout=10,
         connect_args={"connect_timeout": 5, "application_name": "payout-manager"},
     )
@@ -50,26 +51,46 @@ def _sqlstate(error: BaseException) -> str | None:
 
 
 def _is_retryable(error: BaseException) -> bool:
-    return _sqlstate(error) in _RETRYABLE_SQLSTATES
+    return _sqlstate(error) in _RETRYABLE_SQLSTATES or isinstance(error, _LostBeforeCommitError)
+
+
+class _LostBeforeCommitError(Exception):
+    """The connection was lost before COMMIT was sent: nothing was committed, the work may rerun."""
 
 
 def _log_retry(state: tenacity.RetryCallState) -> None:
     error = state.outcome.exception() if state.outcome else None
-    log.info("transaction retried after %s", _sqlstate(error) if error else "an unknown failure")
+    if isinstance(error, _LostBeforeCommitError):
+        cause = "a lost connection"
+    else:
+        cause = (_sqlstate(error) if error else None) or "an unknown failure"
+    log.info("transaction retried after %s", cause)
 
 
 class Database:
     """Runs units of work: each function gets a connection inside one transaction.
 
-    The transaction commits when the function returns and rolls back when it raises. A deadlock or
-    serialization failure reruns the whole function, so callers never see one; a lost database is
-    UNAVAILABLE / DATABASE_UNAVAILABLE.
+    The transaction commits when the function returns and rolls back when it raises. A deadlock,
+    a serialization failure or a connection lost before COMMIT (a pooled connection the server
+    dropped) reruns the whole function, so callers never see one. A connection lost during COMMIT
+    is not rerun, since the commit may have happened: that, like a database that cannot be
+    reached, is UNAVAILABLE / DATABASE_UNAVAILABLE.
     """
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
     def transaction(self, work: Callable[[Connection], T]) -> T:
+        return self._run(work, autocommit=False)
+
+    def read(self, work: Callable[[Connection], T]) -> T:
+        """Runs read-only `work` without a transaction: each statement sees the latest commits.
+
+        For work of one statement this saves the BEGIN and COMMIT round trips.
+        """
+        return self._run(work, autocommit=True)
+
+    def _run(self, work: Callable[[Connection], T], *, autocommit: bool) -> T:
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception(_is_retryable),
             stop=tenacity.stop_after_attempt(_TRANSACTION_ATTEMPTS),
@@ -79,8 +100,16 @@ class Database:
         )
         try:
             for attempt in retrying:
-                with attempt, self.engine.connect() as connection, connection.begin():
-                    return work(connection)
+                with attempt, self.engine.connect() as connection:
+                    if autocommit:
+                        connection.execution_options(isolation_level="AUTOCOMMIT")
+                        return _lost_is_retryable(work, connection)
+                    transaction = connection.begin()
+                    result = _lost_is_retryable(work, connection)
+                    transaction.commit()
+                    return result
+        except _LostBeforeCommitError as lost:
+            raise Refusal(Reason.DATABASE_UNAVAILABLE, "the database is unavailable") from lost.__cause__
         except (OperationalError, InterfaceError, PoolTimeout) as error:
             if _is_retryable(error):
                 raise
@@ -89,3 +118,12 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _lost_is_retryable(work: Callable[[Connection], T], connection: Connection) -> T:
+    try:
+        return work(connection)
+    except DBAPIError as error:
+        if error.connection_invalidated:
+            raise _LostBeforeCommitError() from error
+        raise

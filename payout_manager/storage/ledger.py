@@ -21,7 +21,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Row, func, insert, select, text, tuple_, update
+from sqlalchemy import Connection, Row, bindparam, func, insert, select, text, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from payout_manager.accounting import rules
@@ -107,10 +107,9 @@ _WAIT_FOR_ANY_SLOT = text(
     """
 )
 
-# New slot balances, and a row of history for each, in one statement.
-_WRITE_SLOTS = text(
-    """
-    WITH v AS (
+# New slot balances, and a row of history for each (stamped while the slot is locked).
+_SLOT_CHANGES = """
+    v AS (
         SELECT * FROM unnest(
             CAST(:account_ids AS bigint[]), CAST(:slots AS smallint[]), CAST(:own AS bigint[]),
             CAST(:debit AS bigint[]), CAST(:credit AS bigint[])
@@ -119,13 +118,52 @@ _WRITE_SLOTS = text(
         UPDATE account_slot s
         SET own_amount = v.own_amount, held_debit = v.held_debit, held_credit = v.held_credit
         FROM v WHERE s.account_id = v.account_id AND s.slot = v.slot
+    ), history AS (
+        INSERT INTO account_balance (account_id, slot, at, own_amount, min_available_amount,
+                                     max_available_amount)
+        SELECT account_id, slot, clock_timestamp(), own_amount, own_amount - held_debit,
+               own_amount + held_credit
+        FROM v
     )
-    INSERT INTO account_balance (account_id, slot, at, own_amount, min_available_amount,
-                                 max_available_amount)
-    SELECT account_id, slot, clock_timestamp(), own_amount, own_amount - held_debit,
-           own_amount + held_credit
-    FROM v
+"""
+
+# A hold's writes in one statement: the slots, the plan's nets, the batch's postings.
+_WRITE_HOLD = text(
+    "WITH"  # noqa: S608 (constant SQL: only module constants are joined)
+    + _SLOT_CHANGES
+    + """
+    , nets AS (
+        INSERT INTO posting_plan_account (plan_id, account_id, slot, net)
+        SELECT :plan_id, account_id, slot, net FROM unnest(
+            CAST(:account_ids AS bigint[]), CAST(:slots AS smallint[]), CAST(:nets AS bigint[])
+        ) AS n(account_id, slot, net)
+        ON CONFLICT (plan_id, account_id) DO UPDATE SET net = excluded.net
+    )
+    INSERT INTO posting (plan_id, batch_id, position, from_id, to_id, amount, currency, description)
+    SELECT :plan_id, :batch_id, p.position - 1, p.from_id, p.to_id, p.amount, p.currency, p.description
+    FROM unnest(
+        CAST(:from_ids AS bigint[]), CAST(:to_ids AS bigint[]), CAST(:amounts AS bigint[]),
+        CAST(:currencies AS text[]), CAST(:descriptions AS text[])
+    ) WITH ORDINALITY AS p(from_id, to_id, amount, currency, description, position)
     """
+)
+
+# A commit's or rollback's writes in one statement: the slots and the plan's status.
+_WRITE_FINISH = text(
+    "WITH"  # noqa: S608 (constant SQL: only module constants are joined)
+    + _SLOT_CHANGES
+    + "UPDATE posting_plan SET status = :status, updated_at = :now WHERE id = :plan_id"
+)
+
+_NEW_PLAN = pg_insert(posting_plan).on_conflict_do_nothing().returning(posting_plan.c.id)
+_LOCK_PLAN = select(posting_plan.c.status).where(posting_plan.c.id == bindparam("plan_id")).with_for_update()
+_PLAN_NETS = select(posting_plan_account).where(posting_plan_account.c.plan_id == bindparam("plan_id"))
+_LOCK_WHOLE = (
+    select(account_slot, account.c.currency, account.c.description, account.c.created_at)
+    .join(account, account.c.id == account_slot.c.account_id)
+    .where(account_slot.c.account_id.in_(bindparam("ids", expanding=True)))
+    .order_by(account_slot.c.account_id, account_slot.c.slot)
+    .with_for_update(of=account_slot, key_share=True)
 )
 
 
@@ -258,10 +296,8 @@ class Ledger:
         rules.check_batch(plan_id, batch)
         created = (
             self._connection.execute(
-                pg_insert(posting_plan)
-                .values(id=plan_id, status=PlanStatus.HOLD.value, created_at=now, updated_at=now)
-                .on_conflict_do_nothing()
-                .returning(posting_plan.c.id)
+                _NEW_PLAN,
+                {"id": plan_id, "status": PlanStatus.HOLD.value, "created_at": now, "updated_at": now},
             ).first()
             is not None
         )
@@ -297,33 +333,19 @@ class Ledger:
         totals = {i: locked[i].total(changed[i]) for i in account_ids}
 
         self._connection.execute(
-            insert(posting),
-            [
-                {
-                    "plan_id": plan_id,
-                    "batch_id": batch.id,
-                    "position": position,
-                    "from_id": p.from_id,
-                    "to_id": p.to_id,
-                    "amount": p.amount,
-                    "currency": p.currency,
-                    "description": p.description,
-                }
-                for position, p in enumerate(batch.postings)
-            ],
+            _WRITE_HOLD,
+            {
+                **_slot_changes({i: (locked[i].slot, changed[i]) for i in account_ids}),
+                "plan_id": plan_id,
+                "nets": [after[i] for i in account_ids],
+                "batch_id": batch.id,
+                "from_ids": [p.from_id for p in batch.postings],
+                "to_ids": [p.to_id for p in batch.postings],
+                "amounts": [p.amount for p in batch.postings],
+                "currencies": [p.currency for p in batch.postings],
+                "descriptions": [p.description for p in batch.postings],
+            },
         )
-        upsert = pg_insert(posting_plan_account)
-        self._connection.execute(
-            upsert.on_conflict_do_update(
-                index_elements=[posting_plan_account.c.plan_id, posting_plan_account.c.account_id],
-                set_={"net": upsert.excluded.net},
-            ),
-            [
-                {"plan_id": plan_id, "account_id": i, "slot": locked[i].slot, "net": net}
-                for i, net in after.items()
-            ],
-        )
-        self._write_slots({i: (locked[i].slot, changed[i]) for i in account_ids})
         return {i: _account(locked[i].row, totals[i]) for i in whole}
 
     def commit_plan(self, plan_id: str, now: datetime) -> list[int]:
@@ -360,18 +382,14 @@ class Ledger:
             )
         apply = rules.commit if target is PlanStatus.COMMITTED else rules.rollback
         slots = self._lock_slots({i: n.slot for i, n in nets.items()})
-        self._write_slots({i: (nets[i].slot, apply(slots[i], nets[i].net)) for i in sorted(nets)})
+        changes = {i: (nets[i].slot, apply(slots[i], nets[i].net)) for i in sorted(nets)}
         self._connection.execute(
-            update(posting_plan)
-            .where(posting_plan.c.id == plan_id)
-            .values(status=target.value, updated_at=now)
+            _WRITE_FINISH, {**_slot_changes(changes), "plan_id": plan_id, "status": target.value, "now": now}
         )
         return sorted(nets)
 
     def _lock_plan(self, plan_id: str) -> PlanStatus:
-        status = self._connection.execute(
-            select(posting_plan.c.status).where(posting_plan.c.id == plan_id).with_for_update()
-        ).scalar_one_or_none()
+        status = self._connection.execute(_LOCK_PLAN, {"plan_id": plan_id}).scalar_one_or_none()
         if status is None:
             raise Refusal(Reason.PLAN_NOT_FOUND, f"plan {plan_id} does not exist")
         return PlanStatus(status)
@@ -380,13 +398,7 @@ class Ledger:
         """Locks every slot of the accounts, waiting; the slot to change is the pinned one or the lowest."""
         if not account_ids:
             return {}
-        rows = self._connection.execute(
-            select(account_slot, account.c.currency, account.c.description, account.c.created_at)
-            .join(account, account.c.id == account_slot.c.account_id)
-            .where(account_slot.c.account_id.in_(account_ids))
-            .order_by(account_slot.c.account_id, account_slot.c.slot)
-            .with_for_update(of=account_slot, key_share=True)
-        )
+        rows = self._connection.execute(_LOCK_WHOLE, {"ids": account_ids})
         slots: dict[int, dict[int, Balance]] = {}
         accounts: dict[int, _AccountRow] = {}
         for row in rows:
@@ -447,9 +459,7 @@ class Ledger:
         return {row.account_id: _slot_balance(row.account_id, row.currency, row) for row in rows}
 
     def _plan_nets(self, plan_id: str) -> dict[int, _Net]:
-        rows = self._connection.execute(
-            select(posting_plan_account).where(posting_plan_account.c.plan_id == plan_id)
-        )
+        rows = self._connection.execute(_PLAN_NETS, {"plan_id": plan_id})
         return {row.account_id: _Net(row.slot, row.net) for row in rows}
 
     def _batches(self, plan_id: str) -> dict[int, tuple[Posting, ...]]:
@@ -465,20 +475,16 @@ class Ledger:
             )
         return {id_: tuple(postings) for id_, postings in batches.items()}
 
-    def _write_slots(self, changes: Mapping[int, tuple[int, Balance]]) -> None:
-        """Writes each account's changed slot and its row of history (stamped under the slot's lock)."""
-        if not changes:
-            return
-        self._connection.execute(
-            _WRITE_SLOTS,
-            {
-                "account_ids": list(changes),
-                "slots": [slot for slot, _ in changes.values()],
-                "own": [b.own_amount for _, b in changes.values()],
-                "debit": [b.held_debit for _, b in changes.values()],
-                "credit": [b.held_credit for _, b in changes.values()],
-            },
-        )
+
+def _slot_changes(changes: Mapping[int, tuple[int, Balance]]) -> dict[str, list[int]]:
+    """The parameters of _SLOT_CHANGES: each account's changed slot and its new balance."""
+    return {
+        "account_ids": list(changes),
+        "slots": [slot for slot, _ in changes.values()],
+        "own": [b.own_amount for _, b in changes.values()],
+        "debit": [b.held_debit for _, b in changes.values()],
+        "credit": [b.held_credit for _, b in changes.values()],
+    }
 
 
 @dataclass(frozen=True)

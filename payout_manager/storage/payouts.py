@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, select, tuple_, update
+from sqlalchemy import Connection, Row, bindparam, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from payout_manager.events.codec import event_to_proto
@@ -73,6 +73,28 @@ class Cursor:
     payout_id: str
 
 
+# The statements of the hot paths, built once: each call then only binds its values.
+_GET = select(payout).where(payout.c.payout_id == bindparam("payout_id"))
+_GET_FOR_UPDATE = _GET.with_for_update()
+_ADD = (
+    pg_insert(payout)
+    .on_conflict_do_nothing(index_elements=[payout.c.payout_id])
+    .returning(payout.c.payout_id)
+)
+_STORED_EVENT = (
+    payout_event.insert()
+    .values(
+        {
+            column: bindparam(column)
+            for column in ("event_id", "payout_id", "sequence_id", "created_at", "payload")
+        }
+    )
+    .returning(payout_event.c.id)
+    .cte("stored")
+)
+_ADD_EVENT = payout_event_outbox.insert().from_select(["event_row_id"], select(_STORED_EVENT.c.id))
+
+
 class Payouts:
     """Payout and event rows on one connection; the caller owns the transaction."""
 
@@ -80,34 +102,32 @@ class Payouts:
         self._connection = connection
 
     def get(self, payout_id: str, *, for_update: bool = False) -> Payout | None:
-        query = select(payout).where(payout.c.payout_id == payout_id)
-        row = self._connection.execute(query.with_for_update() if for_update else query).first()
+        query = _GET_FOR_UPDATE if for_update else _GET
+        row = self._connection.execute(query, {"payout_id": payout_id}).first()
         return None if row is None else _payout(row)
 
     def add(self, new: Payout) -> bool:
         """Inserts a new payout; False when one with its id exists (waits for an uncommitted one)."""
         inserted = self._connection.execute(
-            pg_insert(payout)
-            .values(
-                payout_id=new.payout_id,
-                party_id=new.party_id,
-                shop_id=new.shop_id,
-                status=new.status.value,
-                created_at=new.created_at,
-                updated_at=new.updated_at,
-                requested_amount=new.requested_amount,
-                requested_payout_tool_id=new.requested_payout_tool_id,
-                payout_tool_id=new.payout_tool_id,
-                amount=new.amount,
-                fee=new.fee,
-                currency=new.currency,
-                cash_flow=[_posting_to_json(p) for p in new.cash_flow],
-                metadata=dict(new.metadata),
-                cancel_details=new.cancel_details,
-                revision=new.revision,
-            )
-            .on_conflict_do_nothing(index_elements=[payout.c.payout_id])
-            .returning(payout.c.payout_id)
+            _ADD,
+            {
+                "payout_id": new.payout_id,
+                "party_id": new.party_id,
+                "shop_id": new.shop_id,
+                "status": new.status.value,
+                "created_at": new.created_at,
+                "updated_at": new.updated_at,
+                "requested_amount": new.requested_amount,
+                "requested_payout_tool_id": new.requested_payout_tool_id,
+                "payout_tool_id": new.payout_tool_id,
+                "amount": new.amount,
+                "fee": new.fee,
+                "currency": new.currency,
+                "cash_flow": [_posting_to_json(p) for p in new.cash_flow],
+                "metadata": dict(new.metadata),
+                "cancel_details": new.cancel_details,
+                "revision": new.revision,
+            },
         ).first()
         return inserted is not None
 
@@ -125,20 +145,15 @@ class Payouts:
 
     def add_event(self, event: PayoutEvent) -> None:
         """Stores the event and queues it for Kafka, in one statement of the caller's transaction."""
-        stored = (
-            payout_event.insert()
-            .values(
-                event_id=event.event_id,
-                payout_id=event.payout_id,
-                sequence_id=event.sequence_id,
-                created_at=event.created_at,
-                payload=event_to_proto(event).SerializeToString(),
-            )
-            .returning(payout_event.c.id)
-            .cte("stored")
-        )
         self._connection.execute(
-            payout_event_outbox.insert().from_select(["event_row_id"], select(stored.c.id))
+            _ADD_EVENT,
+            {
+                "event_id": event.event_id,
+                "payout_id": event.payout_id,
+                "sequence_id": event.sequence_id,
+                "created_at": event.created_at,
+                "payload": event_to_proto(event).SerializeToString(),
+            },
         )
 
     def events(self, payout_id: str, after_sequence_id: int, limit: int) -> list[bytes]:
