@@ -1,0 +1,205 @@
+"""The limit: the SQL work of one CreatePayout, replayed by pgbench against the same PostgreSQL.
+
+The script sends what the server sends for a create without a payout id (the server makes it),
+statement for statement and in the same simple protocol as psycopg2: BEGIN; insert the payout;
+insert its posting plan; lock the shop's settlement account whole; lock one free slot of the
+shop's payout account and of the fee account; write the slots, their history, the plan's nets and
+the postings in one statement; store the event and queue it in the outbox; COMMIT. Balances are
+computed in SQL rather than in Python, which touches the same rows.
+
+`shared=True` credits every fee to one system account, as the realistic terms do (it has a slot
+per client, as the service's grows under load); `shared=False` gives every shop a fee account of
+its own.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import Connection
+
+from payout_manager.accounting.rules import Batch, Posting
+from payout_manager.local_postgres import create_database, postgres_bin_dir
+from payout_manager.storage import migrations
+from payout_manager.storage.database import Database, create_database_engine
+from payout_manager.storage.ledger import Ledger
+
+SHOPS = 1000
+CURRENCY = "RUB"
+FUNDS = 10**15
+# A payout of 100000 with the terms' 1% fee, and an event about the size the service stores.
+AMOUNT = 100_000
+FEE = 1_000
+EVENT_BYTES = 700
+
+_SCRIPT = """
+\\set n random(0, {last_shop})
+\\set settlement {base} + 3 * :n
+\\set payout_account :settlement + 1
+\\set fee_account {fee_account}
+\\set r random(1, 1000000000000000)
+BEGIN;
+INSERT INTO payout (payout_id, party_id, shop_id, status, created_at, updated_at, requested_amount,
+  requested_payout_tool_id, payout_tool_id, amount, fee, currency, cash_flow, metadata,
+  cancel_details, revision)
+VALUES ('r-' || :client_id || '-' || :r, 'party-' || :n, 'shop-' || :n, 'UNPAID', now(), now(),
+  {amount} + {fee}, '', 'tool-1', {amount}, {fee}, '{currency}',
+  '[{{"source": ["merchant.settlement", 1], "destination": ["merchant.payout", 2], "amount": {amount},
+     "currency": "{currency}", "details": "payout"}},
+    {{"source": ["merchant.settlement", 1], "destination": ["system.settlement", 3], "amount": {fee},
+     "currency": "{currency}", "details": "fee"}}]', '{{}}', '', 1)
+ON CONFLICT (payout_id) DO NOTHING RETURNING payout_id;
+INSERT INTO posting_plan (id, status, created_at, updated_at)
+VALUES ('payout_r-' || :client_id || '-' || :r, 'HOLD', now(), now())
+ON CONFLICT DO NOTHING RETURNING id;
+SELECT s.account_id, s.slot, s.own_amount, s.held_debit, s.held_credit, a.currency, a.description,
+  a.created_at
+FROM account_slot s JOIN account a ON a.id = s.account_id
+WHERE s.account_id IN (:settlement) ORDER BY s.account_id, s.slot FOR NO KEY UPDATE OF s;
+SELECT max(f.slot) FILTER (WHERE w.id = :payout_account) AS payout_slot,
+  max(f.slot) FILTER (WHERE w.id = :fee_account) AS fee_slot, sum(t.own_amount) AS total
+FROM unnest(ARRAY[:payout_account, :fee_account]::bigint[]) AS w(id)
+JOIN account a ON a.id = w.id
+LEFT JOIN LATERAL (
+  SELECT slot, own_amount, held_debit, held_credit FROM account_slot
+  WHERE account_id = w.id ORDER BY slot LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED
+) f ON true
+CROSS JOIN LATERAL (
+  SELECT sum(own_amount) AS own_amount, sum(held_debit) AS held_debit,
+    sum(held_credit) AS held_credit, count(*) AS slots
+  FROM account_slot WHERE account_id = w.id
+) t \\gset
+WITH v AS (
+  SELECT * FROM (VALUES (:settlement::bigint, 0::smallint, {debit}::bigint, 0::bigint, -{debit}::bigint),
+    (:payout_account, :payout_slot, 0, {amount}, {amount}), (:fee_account, :fee_slot, 0, {fee}, {fee}))
+  AS v(account_id, slot, debit, credit, net)
+), changed AS (
+  UPDATE account_slot s SET held_debit = s.held_debit + v.debit, held_credit = s.held_credit + v.credit
+  FROM v WHERE s.account_id = v.account_id AND s.slot = v.slot
+  RETURNING s.account_id, s.slot, s.own_amount, s.held_debit, s.held_credit
+), history AS (
+  INSERT INTO account_balance (account_id, slot, at, own_amount, min_available_amount,
+    max_available_amount)
+  SELECT account_id, slot, clock_timestamp(), own_amount, own_amount - held_debit,
+    own_amount + held_credit FROM changed
+), nets AS (
+  INSERT INTO posting_plan_account (plan_id, account_id, slot, net)
+  SELECT 'payout_r-' || :client_id || '-' || :r, account_id, slot, net FROM v
+  ON CONFLICT (plan_id, account_id) DO UPDATE SET net = excluded.net
+)
+INSERT INTO posting (plan_id, batch_id, position, from_id, to_id, amount, currency, description)
+VALUES ('payout_r-' || :client_id || '-' || :r, 1, 0, :settlement, :payout_account, {amount},
+    '{currency}', 'payout'),
+  ('payout_r-' || :client_id || '-' || :r, 1, 1, :settlement, :fee_account, {fee}, '{currency}', 'fee');
+WITH stored AS (
+  INSERT INTO payout_event (event_id, payout_id, sequence_id, created_at, payload)
+  VALUES (gen_random_uuid(), 'r-' || :client_id || '-' || :r, 1, now(),
+    decode(repeat('ab', {event_bytes}), 'hex'))
+  RETURNING payout_event.id
+)
+INSERT INTO payout_event_outbox (event_row_id) SELECT stored.id FROM stored;
+COMMIT;
+"""
+
+
+def _prepare(server_url: str, *, shared: bool, clients: int) -> tuple[str, str]:
+    """A fresh database with SHOPS funded shops; returns its URL and the pgbench script."""
+    name = "pm_replay_shared" if shared else "pm_replay_own"
+    _drop(server_url, name)
+    database_url = create_database(server_url, name)
+    migrations.upgrade(database_url)
+    database = Database(create_database_engine(database_url, pool_size=1))
+
+    def accounts(connection: Connection) -> tuple[int, int]:
+        ledger = Ledger(connection)
+        funding = ledger.create_account(CURRENCY, "funding").id
+        system = ledger.create_account(CURRENCY, "system settlement").id
+        now = datetime.now(UTC)
+        first = None
+        for n in range(SHOPS):
+            settlement, _payout, _fee = (
+                ledger.create_account(CURRENCY, kind).id for kind in ("settlement", "payout", "fee")
+            )
+            first = settlement if first is None else first
+            plan = f"funding_{n}"
+            ledger.hold(plan, Batch(1, (Posting(funding, settlement, FUNDS, CURRENCY, "funding"),)), now)
+            ledger.commit_plan(plan, now)
+        assert first is not None
+        return first, system
+
+    try:
+        base, system = database.transaction(accounts)
+    finally:
+        database.dispose()
+    if shared:
+        # The service's shared account grows a slot per concurrent payout; start it grown.
+        _run_sql(
+            database_url,
+            "INSERT INTO account_slot (account_id, slot, own_amount, held_debit, held_credit)"  # noqa: S608 (ints)
+            f" SELECT {system}, s, 0, 0, 0 FROM generate_series(1, {clients + 1}) AS s",
+        )
+    fee_account = str(system) if shared else ":settlement + 2"
+    script = _SCRIPT.format(
+        last_shop=SHOPS - 1,
+        base=base,
+        fee_account=fee_account,
+        amount=AMOUNT,
+        fee=FEE,
+        debit=AMOUNT + FEE,
+        currency=CURRENCY,
+        event_bytes=EVENT_BYTES,
+    )
+    return database_url, script
+
+
+def limit(server_url: str, *, clients: int, seconds: float, shared: bool) -> float:
+    """pgbench's transactions per second for the replayed CreatePayout at `clients` in flight."""
+    database_url, script = _prepare(server_url, shared=shared, clients=clients)
+    with tempfile.TemporaryDirectory(prefix="pm-replay-") as directory:
+        path = Path(directory) / "create_payout.sql"
+        path.write_text(script)
+        result = subprocess.run(
+            [
+                str(postgres_bin_dir() / "pgbench"),
+                "--no-vacuum",
+                "--protocol=simple",
+                f"--client={clients}",
+                f"--jobs={min(clients, 2)}",
+                f"--time={max(1, round(seconds))}",
+                f"--file={path}",
+                database_url,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    found = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", result.stdout)
+    failed = re.search(r"number of failed transactions: (\d+)", result.stdout)
+    if result.returncode != 0 or found is None or (failed and int(failed.group(1))):
+        raise RuntimeError(f"pgbench failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    _drop(server_url, database_url.rsplit("/", 1)[1])
+    return float(found.group(1))
+
+
+def _run_sql(database_url: str, statement: str) -> None:
+    subprocess.run(
+        [
+            str(postgres_bin_dir() / "psql"),
+            "--no-psqlrc",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-qc",
+            statement,
+            database_url,
+        ],
+        check=True,
+        capture_output=True,
+    )
+
+
+def _drop(server_url: str, name: str) -> None:
+    _run_sql(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
