@@ -14,7 +14,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -22,11 +21,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from clients.party_management.config import EXAMPLE_TERMS
 from payout_manager.accounting.rules import Batch, Posting
+from payout_manager.api.health import wait_until_serving
 from payout_manager.local_kafka import LocalKafka, java_available
 from payout_manager.local_postgres import LocalPostgres
 from payout_manager.ports import free_port
@@ -110,21 +107,6 @@ def _party_config(database_url: str, shops: list[Shop]) -> dict[str, Any]:
         database.dispose()
 
 
-def _wait_serving(address: str, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"serve exited with {process.returncode}")
-        with grpc.insecure_channel(address) as channel:
-            try:
-                reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                time.sleep(0.2)
-    raise TimeoutError(f"{address} did not start serving")
-
-
 def _process(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as output:
         return subprocess.Popen(
@@ -183,7 +165,7 @@ def running(*, shops: int, workers: int, kafka: bool = True, hot_shop: bool = Fa
             ["serve", "--workers", str(workers), "--address", address], env, directory / "serve.log"
         )
         stack.callback(_stop, serve)
-        _wait_serving(address, serve)
+        wait_until_serving(address, timeout=60, exited=serve.poll)
         yield Running(
             address, database_url, bootstrap_servers, topic, created, serve, directory, postgres, party
         )

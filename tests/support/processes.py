@@ -6,13 +6,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from payout_manager.api import health
 from payout_manager.ports import free_port
 
 __all__ = ["Process", "free_port", "signal_name", "wait_until_listening", "wait_until_serving"]
@@ -48,26 +47,11 @@ class Process:
 
 
 def wait_until_serving(address: str, process: Process, timeout: float = 30.0, *, service: str = "") -> None:
-    """Waits until `address` answers a health check SERVING on several fresh connections.
-
-    Several: with --workers N the kernel hands each new connection to any worker.
-    """
-    deadline = time.monotonic() + timeout
-    answered = 0
-    while answered < 6:
-        if process.popen.poll() is not None:
-            raise RuntimeError(f"process exited with {process.popen.returncode}:\n{process.output()}")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{address} did not become SERVING:\n{process.output()}")
-        with grpc.insecure_channel(address) as channel:
-            try:
-                reply = health_pb2_grpc.HealthStub(channel).Check(
-                    health_pb2.HealthCheckRequest(service=service), timeout=1
-                )
-                answered = answered + 1 if reply.status == health_pb2.HealthCheckResponse.SERVING else 0
-            except grpc.RpcError:
-                answered = 0
-                time.sleep(0.1)
+    """Waits until `address` answers a health check SERVING on several fresh connections."""
+    try:
+        health.wait_until_serving(address, timeout=timeout, exited=process.popen.poll, service=service)
+    except (RuntimeError, TimeoutError) as error:
+        raise type(error)(f"{error}:\n{process.output()}") from None
 
 
 def wait_until_listening(address: str, process: Process, timeout: float = 30.0) -> None:

@@ -1,0 +1,42 @@
+"""Waiting for a server to be ready, through the standard gRPC health service."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+
+def wait_until_serving(
+    address: str,
+    *,
+    timeout: float,
+    exited: Callable[[], int | None] = lambda: None,
+    service: str = "",
+    in_a_row: int = 6,
+) -> None:
+    """Waits until `address` answers SERVING `in_a_row` times in a row, each on a new connection.
+
+    Several answers: with `serve --workers N` the kernel hands each new connection to any worker.
+    `exited` returns the server process's exit code once it has stopped (like Popen.poll): then
+    waiting is pointless and RuntimeError says so. TimeoutError when `timeout` seconds pass.
+    """
+    deadline = time.monotonic() + timeout
+    answered = 0
+    while answered < in_a_row:
+        code = exited()
+        if code is not None:
+            raise RuntimeError(f"the server at {address} exited with {code}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{address} did not become SERVING within {timeout:g} s")
+        with grpc.insecure_channel(address) as channel:
+            try:
+                reply = health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(service=service), timeout=1
+                )
+                answered = answered + 1 if reply.status == health_pb2.HealthCheckResponse.SERVING else 0
+            except grpc.RpcError:
+                answered = 0
+                time.sleep(0.1)
