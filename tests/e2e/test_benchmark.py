@@ -1,0 +1,73 @@
+"""The benchmark harness, `python -m benchmarks --quick`: the whole run, a few seconds of each part.
+
+It starts its own stack (durable PostgreSQL, Kafka when a JDK is present, PartyManagement, serve),
+so this test needs nothing from the other fixtures; only ghz, which `make tools` installs.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from payout_manager.local_kafka import java_available
+
+ROOT = Path(__file__).resolve().parents[2]
+# Where `make tools` puts ghz, and where the benchmark looks first.
+LOCAL_GHZ = ROOT / ".tools" / "bin" / "ghz"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+NUMBER = r"\d+\.\d+"
+# payouts/s, then p50 and p99 (create/confirm for (b)), five CPU figures, RSS per worker.
+ROW = rf"\s+(?P<rate>{NUMBER})\s+(?P<p50>[\d./]+)\s+(?P<p99>[\d./]+)(\s+-?{NUMBER}){{5}}\s+[\d/]+"
+SCENARIOS = ("(a) create, 1000 shops", "(b) create then confirm", "(c) create, one hot shop")
+
+
+@pytest.fixture(scope="module")
+def ghz() -> None:
+    """ghz, installed by the Makefile's own pinned `go install` when it is missing."""
+    if LOCAL_GHZ.exists() or shutil.which("ghz"):
+        return
+    if not (shutil.which("go") and shutil.which("make")):
+        pytest.skip("ghz is missing, and there is no go or make here to install it")
+    subprocess.run(["make", "-C", str(ROOT), str(LOCAL_GHZ)], check=True, timeout=600)
+
+
+@pytest.mark.usefixtures("ghz")
+@pytest.mark.timeout(400)
+def test_quick_benchmark_prints_every_row_the_limits_and_healthy_books(tmp_path: Path) -> None:
+    chart = tmp_path / "throughput.png"
+    run = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--chart", str(chart)],
+        cwd=ROOT,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = run.stdout
+    assert run.returncode == 0, f"{output}\n{run.stderr}"
+
+    assert re.search(r"^machine: .*CPUs", output, re.MULTILINE)
+    assert "fsync=on, synchronous_commit=on" in output
+    for scenario in SCENARIOS:
+        row = re.search(rf"^{re.escape(scenario)}{ROW}", output, re.MULTILINE)
+        assert row, f"no row of numbers for {scenario}:\n{output}"
+        assert float(row["rate"]) > 0
+    assert re.search(rf"^\(b\) create then confirm\s+{NUMBER}\s+{NUMBER}/{NUMBER}\s", output, re.MULTILINE)
+    for in_flight in (1, 8, 32):
+        assert re.search(rf"^\(a\) {in_flight} in flight{ROW}", output, re.MULTILINE)
+    if java_available():
+        assert re.search(rf"^\(a\) create, 1000 shops.*\s{NUMBER}\s+{NUMBER}\s+0$", output, re.MULTILINE)
+
+    ratios = re.findall(
+        rf"(?:with the shared fee account|without it)\s+{NUMBER} tx/s;.* is ({NUMBER}) of it", output
+    )
+    assert len(ratios) == 2 and all(float(ratio) > 0 for ratio in ratios), output
+    assert re.search(r"^worker 1: peak RSS \d+ MB, growth [-+]\d+\.\d MB", output, re.MULTILINE)
+    assert "\nbooks: OK" in output
+    assert "ERRORS" not in output
+    assert chart.read_bytes().startswith(PNG_SIGNATURE)
