@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -128,8 +129,21 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 @contextmanager
 def running(*, shops: int, workers: int, kafka: bool = True, hot_shop: bool = False) -> Iterator[Running]:
+    """The stack in a scratch directory, which goes when the block ends, unless it ends in an error."""
+    directory = Path(tempfile.mkdtemp(prefix="pm-bench-"))
+    try:
+        with _started(directory, shops=shops, workers=workers, kafka=kafka, hot_shop=hot_shop) as started:
+            yield started
+    except BaseException:
+        print(f"the stack's logs and data are kept in {directory}", file=sys.stderr)
+        raise
+    # A long run leaves gigabytes of PostgreSQL and Kafka data.
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@contextmanager
+def _started(directory: Path, *, shops: int, workers: int, kafka: bool, hot_shop: bool) -> Iterator[Running]:
     with ExitStack() as stack:
-        directory = Path(tempfile.mkdtemp(prefix="pm-bench-"))
         postgres = LocalPostgres.start(directory / "postgres")
         stack.callback(postgres.stop)
         database_url = postgres.create_database("payout_manager")
