@@ -29,6 +29,7 @@ import grpc
 
 from benchmarks import chart, ghz, replay, report
 from benchmarks.measure import Meter, Row, RssSamples
+from benchmarks.profile import Profile
 from benchmarks.scenarios import Bench, create_over_shops, create_then_confirm, hot_shop
 from benchmarks.stack import Running, running
 from benchmarks.topic import TopicReader, stored_events, topic_problems
@@ -37,7 +38,16 @@ from payout_manager.storage.audit import audit_books
 
 SHOPS = 1000
 DEFAULT_CHART = Path("resource/benchmark-throughput.png")
-QUICK = {"seconds": 3.0, "warmup": 1.0, "soak_seconds": 8.0, "sweep": [1, 8, 32], "sweep_seconds": 2.0}
+DEFAULT_PROFILE = Path("resource/benchmark-profile.svg")
+PROFILE_SECONDS = 30.0
+QUICK = {
+    "seconds": 3.0,
+    "warmup": 1.0,
+    "soak_seconds": 8.0,
+    "sweep": [1, 8, 32],
+    "sweep_seconds": 2.0,
+    "profile": None,
+}
 RSS_LIMIT_MB = 200.0
 RSS_GROWTH_LIMIT_MB = 10.0
 
@@ -59,6 +69,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--sweep-seconds", type=float, default=10.0, help="each point of the sweep")
     parser.add_argument("--chart", type=Path, default=DEFAULT_CHART, help="where the PNG goes")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=DEFAULT_PROFILE,
+        help=f"a py-spy flame graph of worker 1 over the soak's first {PROFILE_SECONDS:g} s (SVG)",
+    )
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -149,6 +165,10 @@ def _soak(bench: Bench, args: argparse.Namespace) -> Row:
     print(f"\nsoak: (a) for {args.soak_seconds:g} s, each worker's RSS sampled")
     print(report.table_header())
     samples = RssSamples(bench.meter.workers(), interval=min(5.0, args.soak_seconds / 12))
+    profile = None
+    if args.profile is not None:
+        seconds = min(PROFILE_SECONDS, args.soak_seconds)
+        profile = Profile(bench.meter.workers()[0], seconds, args.profile)
     row = _printed(
         f"(a) soak {args.soak_seconds:g} s",
         lambda name: create_over_shops(
@@ -165,6 +185,8 @@ def _soak(bench: Bench, args: argparse.Namespace) -> Row:
             " (mean of the last fifth of the soak minus mean of the second fifth)"
             + (": " + ", ".join(flags).upper() if flags else ": flat")
         )
+    if profile is not None:
+        print(f"profile of worker 1 (CPU: samples holding the GIL): {profile.finish()}")
     return row
 
 
