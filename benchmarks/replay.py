@@ -142,8 +142,12 @@ def _prepare(server_url: str, *, shared: bool, clients: int) -> tuple[str, str]:
             "INSERT INTO account_slot (account_id, slot, own_amount, held_debit, held_credit)"  # noqa: S608 (ints)
             f" SELECT {system}, s, 0, 0, 0 FROM generate_series(1, {clients + 1}) AS s",
         )
-    fee_account = str(system) if shared else ":settlement + 2"
-    script = _SCRIPT.format(
+    return database_url, script(base=base, fee_account=str(system) if shared else ":settlement + 2")
+
+
+def script(*, base: int, fee_account: str) -> str:
+    """The pgbench script: shop n's settlement account is base + 3n, its payout account next."""
+    return _SCRIPT.format(
         last_shop=SHOPS - 1,
         base=base,
         fee_account=fee_account,
@@ -153,7 +157,13 @@ def _prepare(server_url: str, *, shared: bool, clients: int) -> tuple[str, str]:
         currency=CURRENCY,
         event_bytes=EVENT_BYTES,
     )
-    return database_url, script
+
+
+def statements(text: str) -> list[str]:
+    """The SQL statements of a pgbench script, without its meta-commands, BEGIN and COMMIT."""
+    lines = [line for line in text.splitlines() if not line.startswith("\\set")]
+    parts = " ".join(lines).replace("\\gset", ";").split(";")
+    return [part.strip() for part in parts if part.strip() and part.strip() not in ("BEGIN", "COMMIT")]
 
 
 def limit(server_url: str, *, clients: int, seconds: float, shared: bool) -> float:
