@@ -29,6 +29,8 @@ class Settings:
     party_management_timeout: float = 2.0
     database_pool_size: int = 10
     shutdown_grace: float = 10.0
+    # HOST:PORT of the Prometheus scrape endpoint; None: no metrics served.
+    metrics_address: str | None = None
 
     def require_database_url(self) -> str:
         if not self.database_url:
@@ -100,6 +102,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
 
     url = get("PM_DATABASE_URL")
     servers = get("PM_KAFKA_BOOTSTRAP_SERVERS")
+    metrics = get("PM_METRICS_ADDRESS")
     defaults = Settings(database_url=None)
     return Settings(
         database_url=database_url("PM_DATABASE_URL", url) if url else None,
@@ -120,4 +123,5 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         shutdown_grace=_positive_float(
             "PM_SHUTDOWN_GRACE", get("PM_SHUTDOWN_GRACE") or str(defaults.shutdown_grace)
         ),
+        metrics_address=address("PM_METRICS_ADDRESS", metrics) if metrics else None,
     )

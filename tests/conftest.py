@@ -23,6 +23,7 @@ from support.postgres import (
     chosen_source,
 )
 from support.processes import Process, free_port, signal_name, wait_until_listening, wait_until_serving
+from support.serving import start_serve  # noqa: F401 (a fixture: importing it here registers it)
 from support.world import World
 
 from payout_manager.local_postgres import LocalPostgres, create_database

@@ -15,6 +15,7 @@ import signal
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
 from types import FrameType
@@ -28,6 +29,7 @@ from payout_manager.api.accounter import AccounterServicer
 from payout_manager.api.handlers import service_handler
 from payout_manager.api.payout_management import PayoutManagementServicer
 from payout_manager.events.relay import Relay
+from payout_manager.metrics import CallMetrics, MetricsServer
 from payout_manager.payouts.service import PayoutService
 from payout_manager.proto.accounter.v1 import accounter_pb2
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2
@@ -60,16 +62,22 @@ class RunningServer:
         self.database.dispose()
 
 
-def build_server(settings: Settings, address: str, *, share_port: bool = False) -> RunningServer:
+def build_server(
+    settings: Settings, address: str, *, share_port: bool = False, metrics: CallMetrics | None = None
+) -> RunningServer:
     """Builds and starts a server on `address` (port 0 picks one); returns it with its port.
 
     `share_port` lets sibling worker processes bind the same port; alone, a busy port is an error.
+    `metrics`, when given, records every call, PartyManagement retry and pool checkout.
     """
-    database = Database(
-        create_database_engine(settings.require_database_url(), pool_size=settings.database_pool_size)
-    )
+    engine = create_database_engine(settings.require_database_url(), pool_size=settings.database_pool_size)
+    if metrics is not None:
+        metrics.watch_pool(engine, settings.database_pool_size)
+    database = Database(engine)
     party_management = PartyManagementClient(
-        settings.party_management_address, call_timeout=settings.party_management_timeout
+        settings.party_management_address,
+        call_timeout=settings.party_management_timeout,
+        on_retry=None if metrics is None else metrics.retried,
     )
     payouts = PayoutService(database, party_management)
 
@@ -78,10 +86,11 @@ def build_server(settings: Settings, address: str, *, share_port: bool = False) 
         futures.ThreadPoolExecutor(max_workers=settings.database_pool_size, thread_name_prefix="grpc"),
         options=[("grpc.so_reuseport", int(share_port))],
     )
+    observe = None if metrics is None else metrics.observe
     server.add_generic_rpc_handlers(
         (
-            service_handler(SERVICES[0], PayoutManagementServicer(payouts)),
-            service_handler(SERVICES[1], AccounterServicer(database)),
+            service_handler(SERVICES[0], PayoutManagementServicer(payouts), observe),
+            service_handler(SERVICES[1], AccounterServicer(database), observe),
         )
     )
     health_servicer = health.HealthServicer()
@@ -110,9 +119,16 @@ def _on_stop_signals(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, handle)
 
 
-def run_worker(settings: Settings, address: str, stop: threading.Event, *, share_port: bool = False) -> None:
+def run_worker(
+    settings: Settings,
+    address: str,
+    stop: threading.Event,
+    *,
+    share_port: bool = False,
+    metrics: CallMetrics | None = None,
+) -> None:
     """One server: serves until `stop` is set or the parent process dies, then shuts down gracefully."""
-    running = build_server(settings, address, share_port=share_port)
+    running = build_server(settings, address, share_port=share_port, metrics=metrics)
     log.info("serving on port %d", running.port)
     parent = multiprocessing.parent_process()
     # A wait with a timeout: if another thread takes the signal, Python runs the handler on the
@@ -128,7 +144,7 @@ def run_worker(settings: Settings, address: str, stop: threading.Event, *, share
 class _RelayThread:
     """The event relay on a thread of the serving process, when Kafka is set."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, on_failed: Callable[[int], None] | None) -> None:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         if settings.kafka_bootstrap_servers is None:
@@ -139,6 +155,7 @@ class _RelayThread:
             settings.kafka_bootstrap_servers,
             settings.kafka_topic,
             drain_timeout=settings.shutdown_grace,
+            on_failed=on_failed,
         )
         self._thread = threading.Thread(target=relay.run, args=(self._stop,), name="relay", daemon=True)
         self._thread.start()
@@ -162,18 +179,26 @@ def serve(settings: Settings, *, address: str, workers: int) -> None:
     """Serves in this process, or in `workers` processes sharing one port; relays events here."""
     stop = threading.Event()
     _on_stop_signals(stop)
-    settings.require_database_url()
-    relay = _RelayThread(settings)
+    database_url = settings.require_database_url()
+    metrics = None
+    if settings.metrics_address is not None:
+        metrics = MetricsServer(settings.metrics_address, database_url, workers=workers)
+    relay = _RelayThread(settings, None if metrics is None else metrics.relay.failed)
     try:
         if workers == 1:
-            run_worker(settings, address, stop)
+            calls = None if metrics is None else CallMetrics(metrics.registry)
+            run_worker(settings, address, stop, metrics=calls)
         else:
-            _run_workers(settings, _resolve_port(address), workers, stop)
+            _run_workers(settings, _resolve_port(address), workers, stop, metrics)
     finally:
         relay.stop(settings.shutdown_grace)
+        if metrics is not None:
+            metrics.stop()
 
 
-def _run_workers(settings: Settings, address: str, workers: int, stop: threading.Event) -> None:
+def _run_workers(
+    settings: Settings, address: str, workers: int, stop: threading.Event, metrics: MetricsServer | None
+) -> None:
     # spawn, not fork: gRPC's threads must not be forked.
     context = multiprocessing.get_context("spawn")
     processes = [
@@ -190,6 +215,8 @@ def _run_workers(settings: Settings, address: str, workers: int, stop: threading
             process.terminate()
     for process in processes:
         process.join()
+        if metrics is not None and process.pid is not None:
+            metrics.worker_exited(process.pid)
     failed = [p for p in processes if p.exitcode not in (0, -signal.SIGTERM)]
     if failed and not stop.is_set():
         log.error("worker %s exited with %s; stopped the others", failed[0].name, failed[0].exitcode)
@@ -202,4 +229,7 @@ def _worker_main(settings: Settings, address: str) -> None:
     )
     stop = threading.Event()
     _on_stop_signals(stop)
-    run_worker(settings, address, stop, share_port=True)
+    # Metrics on: serve set PROMETHEUS_MULTIPROC_DIR before starting this process, so these
+    # values go to the files serve sums at each scrape.
+    metrics = CallMetrics(None) if settings.metrics_address is not None else None
+    run_worker(settings, address, stop, share_port=True, metrics=metrics)

@@ -156,7 +156,10 @@ class Relay:
         batch_size: int = BATCH_SIZE,
         poll_interval: float = POLL_INTERVAL,
         drain_timeout: float = 5.0,
+        on_failed: Callable[[int], None] | None = None,
     ) -> None:
+        """`on_failed` is told how many events of a batch the broker refused or failed to take."""
+        self._on_failed = on_failed
         # No pool: closing the connection must end the session, and with it the leadership.
         self._engine: Engine = create_engine(
             sqlalchemy_url(database_url),
@@ -288,6 +291,8 @@ class Relay:
         if deliveries.failed:
             # Let the rest of the batch report, so that what did land is not produced again.
             producer.flush(self._drain_timeout)
+            if self._on_failed is not None:
+                self._on_failed(deliveries.failed)
         return deliveries
 
     def _producer(self) -> Producer:

@@ -13,11 +13,9 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from concurrent import futures
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import grpc
 import psutil  # type: ignore[import-untyped]  # no stubs installed
@@ -27,7 +25,8 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
-from support.processes import Process, free_port, signal_name, wait_until_listening, wait_until_serving
+from support.processes import Process, free_port, signal_name, wait_until_listening
+from support.serving import PartyManagementServer, Served, StartServe
 from support.world import PLAIN_TERMS, Shop, World
 
 from payout_manager.proto.party_management.v1 import party_management_pb2 as party_pb
@@ -39,83 +38,6 @@ PAYOUT_MANAGEMENT = "payout_manager.v1.PayoutManagement"
 ACCOUNTER = "accounter.v1.Accounter"
 HEALTH = "grpc.health.v1.Health"
 STOPPING_LINE = "stopping: in-flight calls have"
-
-
-class PartyManagementServer(Protocol):
-    """The session's reference PartyManagement (the `party_management` fixture)."""
-
-    @property
-    def address(self) -> str: ...
-
-    @property
-    def config_path(self) -> Path: ...
-
-
-@dataclass
-class Served:
-    """A `payout-manager serve` process of one test and the address it listens on."""
-
-    process: Process
-    address: str
-
-    @property
-    def port(self) -> int:
-        return int(self.address.rpartition(":")[2])
-
-    def stop(self, timeout: float = 30.0) -> int:
-        return self.process.stop(timeout=timeout)
-
-    def wait_for_log(self, text: str, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while text not in self.process.output():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{text!r} not logged:\n{self.process.output()}")
-            time.sleep(0.05)
-
-
-class StartServe(Protocol):
-    def __call__(
-        self,
-        workers: int = 1,
-        *,
-        party_management_address: str | None = None,
-        env: dict[str, str] | None = None,
-    ) -> Served: ...
-
-
-@pytest.fixture
-def start_serve(
-    database_url: str, party_management: PartyManagementServer, tmp_path: Path
-) -> Iterator[StartServe]:
-    """Starts `serve --workers N` on a free port and waits until it is SERVING; stops it afterwards."""
-    started: list[Served] = []
-
-    def start(
-        workers: int = 1,
-        *,
-        party_management_address: str | None = None,
-        env: dict[str, str] | None = None,
-    ) -> Served:
-        address = f"127.0.0.1:{free_port()}"
-        process = Process(
-            ["serve", "--workers", str(workers), "--address", address],
-            {
-                "PM_DATABASE_URL": database_url,
-                "PM_PARTY_MANAGEMENT_ADDRESS": party_management_address or party_management.address,
-                **(env or {}),
-            },
-            tmp_path / f"serve-{len(started)}.log",
-        )
-        served = Served(process, address)
-        started.append(served)
-        wait_until_serving(address, process)
-        return served
-
-    yield start
-    for served in started:
-        # Process.stop kills what is still running after the timeout; the test has said why.
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            served.stop(timeout=10)
 
 
 class SlowPartyManagement:

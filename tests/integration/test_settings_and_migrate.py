@@ -191,6 +191,7 @@ def test_load_reads_every_setting_from_the_environment() -> None:
             "PM_PARTY_MANAGEMENT_TIMEOUT": "0.5",
             "PM_DATABASE_POOL_SIZE": "3",
             "PM_SHUTDOWN_GRACE": "4",
+            "PM_METRICS_ADDRESS": "0.0.0.0:9100",
         }
     )
 
@@ -203,6 +204,7 @@ def test_load_reads_every_setting_from_the_environment() -> None:
         party_management_timeout=0.5,
         database_pool_size=3,
         shutdown_grace=4.0,
+        metrics_address="0.0.0.0:9100",
     )
 
 
@@ -250,6 +252,8 @@ def test_require_database_url_names_the_missing_setting() -> None:
         ("PM_KAFKA_TOPIC", "pm events"),
         ("PM_KAFKA_TOPIC", ".."),
         ("PM_KAFKA_TOPIC", "t" * 250),
+        ("PM_METRICS_ADDRESS", "9100"),
+        ("PM_METRICS_ADDRESS", "0.0.0.0:port"),
     ],
 )
 def test_load_refuses_a_malformed_setting_naming_it(setting: str, value: str) -> None:

@@ -1,0 +1,79 @@
+"""Prometheus metrics on PM_METRICS_ADDRESS: scraped from a real `serve`, over real calls."""
+
+from __future__ import annotations
+
+import urllib.request
+
+import grpc
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from support.payouts import confirm, create
+from support.processes import free_port
+from support.serving import StartServe
+from support.world import World
+
+from payout_manager.proto.payout_manager.v1 import payout_manager_pb2 as pb
+from payout_manager.proto.payout_manager.v1 import payout_manager_pb2_grpc
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape(address: str) -> Samples:
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_scrape_shows_calls_payouts_outbox_and_pool(
+    start_serve: StartServe, world: World, workers: int
+) -> None:
+    metrics = f"127.0.0.1:{free_port()}"
+    served = start_serve(workers, env={"PM_METRICS_ADDRESS": metrics})
+    shop = world.add_shop(funds=100_000)
+    before = scrape(metrics)
+
+    with grpc.insecure_channel(served.address) as channel:
+        stub = payout_manager_pb2_grpc.PayoutManagementStub(channel)
+        made = [create(stub, shop.party_id, shop.shop_id, 1_000) for _ in range(3)]
+        confirm(stub, made[0].payout_id)
+        with pytest.raises(grpc.RpcError):
+            stub.GetPayout(pb.GetPayoutRequest(payout_id="no-such-payout"), timeout=10)
+    after = scrape(metrics)
+
+    full = "payout_manager.v1.PayoutManagement.CreatePayout"
+    calls = "pm_grpc_calls_total"
+    assert value(after, calls, method=full, code="OK") - value(before, calls, method=full, code="OK") == 3
+    get = "payout_manager.v1.PayoutManagement.GetPayout"
+    assert (
+        value(after, calls, method=get, code="NOT_FOUND") - value(before, calls, method=get, code="NOT_FOUND")
+        == 1
+    )
+    count = "pm_grpc_call_duration_seconds_count"
+    assert value(after, count, method=full) - value(before, count, method=full) == 3
+    assert value(after, "pm_payouts", status="UNPAID") - value(before, "pm_payouts", status="UNPAID") == 2
+    assert (
+        value(after, "pm_payouts", status="CONFIRMED") - value(before, "pm_payouts", status="CONFIRMED") == 1
+    )
+    # No Kafka in this test: the events wait in the outbox, and the oldest has an age.
+    assert value(after, "pm_outbox_events") >= 4
+    assert value(after, "pm_outbox_oldest_event_age_seconds") > 0
+    assert value(after, "pm_database_pool_size") == 10 * workers
+    assert value(after, "pm_database_connections_in_use") == 0
+    assert ("pm_party_management_retries_total", ()) in after
+    assert ("pm_kafka_delivery_failures_total", ()) in after
+
+
+def test_without_the_setting_no_metrics_port_is_opened(start_serve: StartServe) -> None:
+    served = start_serve(1)
+    served.wait_for_log("serving on port")
+
+    assert "metrics on" not in served.process.output()

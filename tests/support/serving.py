@@ -1,0 +1,92 @@
+"""`payout-manager serve` processes of the tests, started by the `start_serve` fixture."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import pytest
+
+from support.processes import Process, free_port, wait_until_serving
+
+
+class PartyManagementServer(Protocol):
+    """The session's reference PartyManagement (the `party_management` fixture)."""
+
+    @property
+    def address(self) -> str: ...
+
+    @property
+    def config_path(self) -> Path: ...
+
+
+@dataclass
+class Served:
+    """A `payout-manager serve` process of one test and the address it listens on."""
+
+    process: Process
+    address: str
+
+    @property
+    def port(self) -> int:
+        return int(self.address.rpartition(":")[2])
+
+    def stop(self, timeout: float = 30.0) -> int:
+        return self.process.stop(timeout=timeout)
+
+    def wait_for_log(self, text: str, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.process.output():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{text!r} not logged:\n{self.process.output()}")
+            time.sleep(0.05)
+
+
+class StartServe(Protocol):
+    def __call__(
+        self,
+        workers: int = 1,
+        *,
+        party_management_address: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> Served: ...
+
+
+@pytest.fixture
+def start_serve(
+    database_url: str, party_management: PartyManagementServer, tmp_path: Path
+) -> Iterator[StartServe]:
+    """Starts `serve --workers N` on a free port and waits until it is SERVING; stops it afterwards."""
+    started: list[Served] = []
+
+    def start(
+        workers: int = 1,
+        *,
+        party_management_address: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> Served:
+        address = f"127.0.0.1:{free_port()}"
+        process = Process(
+            ["serve", "--workers", str(workers), "--address", address],
+            {
+                "PM_DATABASE_URL": database_url,
+                "PM_PARTY_MANAGEMENT_ADDRESS": party_management_address or party_management.address,
+                **(env or {}),
+            },
+            tmp_path / f"serve-{len(started)}.log",
+        )
+        served = Served(process, address)
+        started.append(served)
+        wait_until_serving(address, process)
+        return served
+
+    yield start
+    for served in started:
+        # Process.stop kills what is still running after the timeout; the test has said why.
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            served.stop(timeout=10)
