@@ -8,7 +8,7 @@ GRPCURL_VERSION := v1.9.3
 GHZ_VERSION := v0.120.0
 TOOLS := $(CURDIR)/.tools/bin
 
-.PHONY: run test lint proto tools bench clean
+.PHONY: run test lint proto diagrams tools bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ lint: $(STAMP)
 ## proto: regenerate payout_manager/proto from proto/
 proto: $(STAMP)
 	$(BIN)/python scripts/gen_proto.py
+
+## diagrams: redraw resource/architecture.mmd, resource/schema.mmd and their copies in README.md from the code
+diagrams: $(STAMP)
+	$(BIN)/python scripts/diagrams.py
 
 ## tools: grpcurl and ghz (pinned) into .tools/bin, for the README's session and the benchmark
 tools: $(TOOLS)/grpcurl $(TOOLS)/ghz
