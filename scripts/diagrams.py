@@ -7,9 +7,10 @@ without `make diagrams` does not pass CI.
 
 What comes from the code: the served services and their RPCs (the descriptors the server
 registers), PartyManagement and the RPCs the payout manager calls on it (its descriptor, and the
-calls in payout_manager/), the addresses and the Kafka topic (the settings' defaults), the event's
-message type (the relay's header), every table, column, key and foreign key (the one MetaData).
-What is drawn by hand here: who the callers are and what each arrow into the database means.
+calls in payout_manager/), the addresses, the metrics switch and the Kafka topic (the settings'
+defaults), the event's message type (the relay's header), the ledger's tables (those the ledger code
+uses), every table, column, key and foreign key (the one MetaData). What is drawn by hand here: who
+the callers are, and what each arrow into the database means.
 """
 
 from __future__ import annotations
@@ -112,6 +113,8 @@ def architecture(package_dir: Path = PACKAGE_DIR) -> str:
     out.append(f'    subgraph serve["payout-manager serve, {settings.grpc_address}"]')
     out.extend(f'        {node_id(service)}["{service.full_name}"]' for service in SERVED)
     out.append('        relay["event relay<br/>one leader per database"]')
+    metrics_where = settings.metrics_address or "PM_METRICS_ADDRESS, off by default"
+    out.append(f'        metrics["Prometheus metrics<br/>{metrics_where}"]')
     out.append("    end")
     out.append(
         f'    {node_id(PARTY_MANAGEMENT)}["{PARTY_MANAGEMENT.full_name}<br/>'
@@ -124,6 +127,7 @@ def architecture(package_dir: Path = PACKAGE_DIR) -> str:
     out.append("    end")
     out.append(f'    topic[["Kafka topic {settings.kafka_topic}"]]')
     out.append('    consumers["consumers<br/>payout-manager events"]')
+    out.append('    prometheus["Prometheus"]')
 
     for service in server.SERVICES:
         out.append(f'    backoffice -->|"{_rpcs(service)}"| {node_id(service)}')
@@ -138,6 +142,9 @@ def architecture(package_dir: Path = PACKAGE_DIR) -> str:
     out.append(f'    relay -->|"event payloads"| {PAYOUTS}')
     out.append(f'    relay -->|"{message_type}<br/>key = payout id"| topic')
     out.append('    topic -->|"consumer group"| consumers')
+    out.append('    prometheus -->|"scrape"| metrics')
+    out.append(f'    metrics -->|"payouts by status"| {PAYOUTS}')
+    out.append(f'    metrics -->|"size, oldest age"| {OUTBOX}')
     return "\n".join(out) + "\n"
 
 

@@ -127,6 +127,7 @@ def test_architecture_has_party_management_kafka_and_every_table(drawn: dict[str
     assert f"Kafka topic {Settings(database_url=None).kafka_topic}" in architecture
     assert "relay -->" in architecture and "| topic" in architecture
     assert "payout-manager events" in architecture
+    assert 'prometheus -->|"scrape"| metrics' in architecture
     for table in metadata.tables.values():
         assert re.search(rf"(\(\"|<br/>){table.name}(<br/>|\"\))", architecture), table.name
     assert '[("outbox<br/>payout_event_outbox")]' in architecture
