@@ -95,7 +95,7 @@ def port(address: str) -> int:
     return int(address.rpartition(":")[2])
 
 
-# --- docker-compose.yml ---
+# --- docker-compose.yml, docker/'s scripts and the command line they run ---
 
 
 @pytest.fixture(scope="module")
