@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from payout_manager import logs
 from payout_manager import settings as settings_module
 from payout_manager.settings import Settings, SettingsError
 
@@ -48,11 +48,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    # Alembic names each of its plugins at INFO; the migrations it runs are what matters.
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     try:
         settings = settings_module.load()
+        logs.configure(settings.log_level)
         _run(args, settings)
     except SettingsError as error:
         print(f"payout-manager: {error}", file=sys.stderr)

@@ -31,6 +31,7 @@ class Settings:
     shutdown_grace: float = 10.0
     # HOST:PORT of the Prometheus scrape endpoint; None: no metrics served.
     metrics_address: str | None = None
+    log_level: str = "INFO"
 
     def require_database_url(self) -> str:
         if not self.database_url:
@@ -79,6 +80,15 @@ def _positive_int(name: str, value: str) -> int:
     return int(value)
 
 
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def _log_level(name: str, value: str) -> str:
+    if value.upper() not in _LOG_LEVELS:
+        raise SettingsError(f"{name} is malformed: {value!r} is not one of {', '.join(_LOG_LEVELS)}")
+    return value.upper()
+
+
 def database_url(name: str, value: str) -> str:
     """Checks a PostgreSQL URL without connecting; the password never appears in the error."""
     try:
@@ -124,4 +134,5 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
             "PM_SHUTDOWN_GRACE", get("PM_SHUTDOWN_GRACE") or str(defaults.shutdown_grace)
         ),
         metrics_address=address("PM_METRICS_ADDRESS", metrics) if metrics else None,
+        log_level=_log_level("PM_LOG_LEVEL", get("PM_LOG_LEVEL") or defaults.log_level),
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +24,9 @@ from payout_manager.errors import FieldViolation, Reason, Refusal
 log = logging.getLogger(__name__)
 
 Behaviour = Callable[[Any, grpc.ServicerContext], Message]
+
+# The metadata key a caller may send to tie its request to the server's log lines.
+REQUEST_ID = "x-request-id"
 
 
 class _Malformed:
@@ -47,12 +51,27 @@ def _ignore(method: str, code: str, seconds: float) -> None:
     pass
 
 
+def _request_id(context: grpc.ServicerContext) -> str:
+    """The caller's x-request-id (printable, at most 128 characters), or a new one."""
+    for key, value in context.invocation_metadata() or ():
+        if key == REQUEST_ID and isinstance(value, str) and value.isprintable():
+            return value[:128]
+    return uuid.uuid4().hex
+
+
+def _payout_id(message: object) -> str:
+    if isinstance(message, Message) and "payout_id" in message.DESCRIPTOR.fields_by_name:
+        return str(getattr(message, "payout_id"))  # noqa: B009 (a proto field, checked above)
+    return ""
+
+
 def _guarded(
     method: str, behaviour: Behaviour, observe: Observer
 ) -> Callable[[Message | _Malformed, grpc.ServicerContext], Message]:
     def handle(request: Message | _Malformed, context: grpc.ServicerContext) -> Message:
         started = time.monotonic()
-        code = grpc.StatusCode.OK
+        call = {"method": method, "request_id": _request_id(context), "payout_id": _payout_id(request)}
+        code, outcome = grpc.StatusCode.OK, ""
         try:
             if isinstance(request, _Malformed):
                 raise Refusal(
@@ -60,20 +79,29 @@ def _guarded(
                     f"the request is not a valid {method} message",
                     (FieldViolation("", "the bytes do not decode as the request message"),),
                 )
-            return behaviour(request, context)
+            response = behaviour(request, context)
+            call["payout_id"] = call["payout_id"] or _payout_id(response)
+            return response
         except Refusal as refusal:
-            log.info("%s refused: %s", method, refusal)
             status = to_status(refusal)
-            code = status.code
+            code, outcome = status.code, f": {refusal}"
             context.abort_with_status(status)
             raise  # abort_with_status raises; this line only satisfies the type checker
         except Exception:
-            log.exception("%s failed", method)
             code = grpc.StatusCode.INTERNAL
+            log.exception("%s failed", method, extra=call)
             context.abort(grpc.StatusCode.INTERNAL, "internal error")
             raise
         finally:
-            observe(method, code.name, time.monotonic() - started)
+            seconds = time.monotonic() - started
+            observe(method, code.name, seconds)
+            log.info(
+                "%s %s%s",
+                method,
+                code.name,
+                outcome,
+                extra={**call, "code": code.name, "duration_ms": round(seconds * 1000, 3)},
+            )
 
     return handle
 

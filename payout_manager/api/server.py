@@ -25,6 +25,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from clients.party_management.client import PartyManagementClient
+from payout_manager import logs
 from payout_manager.api.accounter import AccounterServicer
 from payout_manager.api.handlers import service_handler
 from payout_manager.api.payout_management import PayoutManagementServicer
@@ -224,9 +225,7 @@ def _run_workers(
 
 
 def _worker_main(settings: Settings, address: str) -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(processName)s %(name)s %(message)s"
-    )
+    logs.configure(settings.log_level)
     stop = threading.Event()
     _on_stop_signals(stop)
     # Metrics on: serve set PROMETHEUS_MULTIPROC_DIR before starting this process, so these

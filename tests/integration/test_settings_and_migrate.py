@@ -192,6 +192,7 @@ def test_load_reads_every_setting_from_the_environment() -> None:
             "PM_DATABASE_POOL_SIZE": "3",
             "PM_SHUTDOWN_GRACE": "4",
             "PM_METRICS_ADDRESS": "0.0.0.0:9100",
+            "PM_LOG_LEVEL": "debug",
         }
     )
 
@@ -205,6 +206,7 @@ def test_load_reads_every_setting_from_the_environment() -> None:
         database_pool_size=3,
         shutdown_grace=4.0,
         metrics_address="0.0.0.0:9100",
+        log_level="DEBUG",
     )
 
 
@@ -254,6 +256,7 @@ def test_require_database_url_names_the_missing_setting() -> None:
         ("PM_KAFKA_TOPIC", "t" * 250),
         ("PM_METRICS_ADDRESS", "9100"),
         ("PM_METRICS_ADDRESS", "0.0.0.0:port"),
+        ("PM_LOG_LEVEL", "loud"),
     ],
 )
 def test_load_refuses_a_malformed_setting_naming_it(setting: str, value: str) -> None:
