@@ -128,6 +128,10 @@ def _start_kafka(data_dir: Path, settings: Settings, port: int) -> tuple[LocalKa
     return kafka, f"{kafka.bootstrap_servers}  (topic {settings.kafka_topic}, data in {kafka.data_dir})"
 
 
+# Next to the demo's gRPC (8022) and PartyManagement (8023) ports, unless PM_METRICS_ADDRESS says.
+DEMO_METRICS_ADDRESS = "127.0.0.1:8024"
+
+
 def run(data_dir: Path, settings: Settings, *, kafka_port: int = 9092) -> None:
     data_dir.mkdir(parents=True, exist_ok=True)
     postgres = LocalPostgres.start(data_dir / "postgres")
@@ -152,6 +156,7 @@ def run(data_dir: Path, settings: Settings, *, kafka_port: int = 9092) -> None:
             env=None,
         )
         _wait_for(settings.party_management_address, party_management)
+        metrics_address = settings.metrics_address or DEMO_METRICS_ADDRESS
         events_hint = (
             f"""
 Watch the events (in another terminal):
@@ -166,6 +171,7 @@ payout manager demo
   PartyManagement   {settings.party_management_address}  (config {config_path})
   Kafka             {kafka_line}
   PayoutManagement  {settings.grpc_address}
+  metrics           http://{metrics_address}/metrics
   demo shop         party-1 / shop-1, settlement account {shop["accounts"]["settlement"]}
 
 Try (see README.md, "Calling it"):
@@ -176,7 +182,12 @@ Ctrl-C stops everything.
 """,
             flush=True,
         )
-        serving = replace(settings, database_url=database_url, kafka_bootstrap_servers=bootstrap_servers)
+        serving = replace(
+            settings,
+            database_url=database_url,
+            kafka_bootstrap_servers=bootstrap_servers,
+            metrics_address=metrics_address,
+        )
         server.serve(serving, address=settings.grpc_address, workers=1)
     finally:
         if party_management is not None:

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -50,6 +51,7 @@ def start_demo(tmp_path: Path, env: dict[str, str] | None = None) -> tuple[Proce
             "PM_GRPC_ADDRESS": address,
             "PM_PARTY_MANAGEMENT_ADDRESS": f"127.0.0.1:{free_port()}",
             "PM_KAFKA_BOOTSTRAP_SERVERS": "",
+            "PM_METRICS_ADDRESS": f"127.0.0.1:{free_port()}",
             **(env or {}),
         },
         tmp_path / "demo.log",
@@ -96,9 +98,14 @@ def test_the_demo_starts_kafka_and_its_events_reach_the_events_command(tmp_path:
 
 
 def test_without_a_jdk_the_demo_serves_and_says_events_wait_in_the_database(tmp_path: Path) -> None:
-    process, address, _ = start_demo(tmp_path, {"PATH": path_without(tmp_path, "java")})
+    metrics = f"127.0.0.1:{free_port()}"
+    process, address, _ = start_demo(
+        tmp_path, {"PATH": path_without(tmp_path, "java"), "PM_METRICS_ADDRESS": metrics}
+    )
     try:
         payout_id = create_and_confirm(address)
+        with urllib.request.urlopen(f"http://{metrics}/metrics", timeout=10) as response:
+            scraped = response.read().decode()
         with grpc.insecure_channel(address) as channel:
             stored = (
                 payout_manager_pb2_grpc.PayoutManagementStub(channel)
@@ -109,6 +116,8 @@ def test_without_a_jdk_the_demo_serves_and_says_events_wait_in_the_database(tmp_
         code = process.stop(signal.SIGINT, timeout=60)
 
     assert [e.sequence_id for e in stored] == [1, 2]
+    assert 'pm_payouts{status="CONFIRMED"} 1.0' in scraped
+    assert f"http://{metrics}/metrics" in process.output()
     assert "no JDK here: events wait in the database" in process.output()
     assert code == 0, process.output()
 
