@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+from support.scripts import load_script
 
 from payout_manager.api.server import SERVICES
 from payout_manager.settings import Settings
@@ -17,18 +17,9 @@ ROOT = Path(__file__).resolve().parents[2]
 STALE = "run `make diagrams` and commit the result"
 
 
-def load_diagrams() -> ModuleType:
-    """scripts/diagrams.py, loaded by path: scripts/ is not a package."""
-    spec = importlib.util.spec_from_file_location("diagrams", ROOT / "scripts" / "diagrams.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def diagrams() -> ModuleType:
-    return load_diagrams()
+    return load_script("diagrams")
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +9,7 @@ from types import ModuleType
 
 import pytest
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FileDescriptor
+from support.scripts import load_script
 
 from payout_manager.proto.accounter.v1 import accounter_pb2
 from payout_manager.proto.party_management.v1 import party_management_pb2
@@ -19,15 +19,6 @@ ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "payout_manager" / "proto"
 GENERATED_MODULES = (accounter_pb2, party_management_pb2, payout_manager_pb2)
 STALE = "payout_manager/proto/ is stale: run `make proto` and commit the result"
-
-
-def load_gen_proto() -> ModuleType:
-    """scripts/gen_proto.py, loaded by path: scripts/ is not a package."""
-    spec = importlib.util.spec_from_file_location("gen_proto", ROOT / "scripts" / "gen_proto.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def source_files(directory: Path) -> dict[str, bytes]:
@@ -58,7 +49,7 @@ def enums(file: FileDescriptor) -> Iterator[EnumDescriptor]:
 
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
-    directory: Path = load_gen_proto().generate(tmp_path_factory.mktemp("generated"))
+    directory: Path = load_script("gen_proto").generate(tmp_path_factory.mktemp("generated"))
     return source_files(directory)
 
 
