@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from support.tools import ensure_tool
 
 from payout_manager.local_kafka import java_available
 
@@ -29,11 +30,8 @@ SCENARIOS = ("(a) create, 1000 shops", "(b) create then confirm", "(c) create, o
 @pytest.fixture(scope="module")
 def ghz() -> None:
     """ghz, installed by the Makefile's own pinned `go install` when it is missing."""
-    if LOCAL_GHZ.exists() or shutil.which("ghz"):
-        return
-    if not (shutil.which("go") and shutil.which("make")):
-        pytest.skip("ghz is missing, and there is no go or make here to install it")
-    subprocess.run(["make", "-C", str(ROOT), str(LOCAL_GHZ)], check=True, timeout=600)
+    if not shutil.which("ghz"):
+        ensure_tool(LOCAL_GHZ.name)
 
 
 @pytest.mark.usefixtures("ghz")

@@ -16,15 +16,13 @@ from pathlib import Path
 
 import grpc
 import pytest
+from support.demo import start_demo
 from support.payouts import confirm, create
-from support.processes import Process, free_port, wait_until_serving
+from support.processes import free_port
 
 from payout_manager.local_kafka import java_available
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2 as pb
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2_grpc
-
-# The first start may resolve Kafka's jars with mvn.
-START_TIMEOUT = 240.0
 
 
 def path_without(tmp_path: Path, *programs: str) -> str:
@@ -40,24 +38,6 @@ def path_without(tmp_path: Path, *programs: str) -> str:
             if name not in programs and not link.exists() and os.access(target, os.X_OK) and target.is_file():
                 link.symlink_to(target)
     return str(bin_dir)
-
-
-def start_demo(tmp_path: Path, env: dict[str, str] | None = None) -> tuple[Process, str, int]:
-    address = f"127.0.0.1:{free_port()}"
-    kafka_port = free_port()
-    process = Process(
-        ["demo", "--data-dir", str(tmp_path / "demo"), "--kafka-port", str(kafka_port)],
-        {
-            "PM_GRPC_ADDRESS": address,
-            "PM_PARTY_MANAGEMENT_ADDRESS": f"127.0.0.1:{free_port()}",
-            "PM_KAFKA_BOOTSTRAP_SERVERS": "",
-            "PM_METRICS_ADDRESS": f"127.0.0.1:{free_port()}",
-            **(env or {}),
-        },
-        tmp_path / "demo.log",
-    )
-    wait_until_serving(address, process, timeout=START_TIMEOUT)
-    return process, address, kafka_port
 
 
 def create_and_confirm(address: str) -> str:

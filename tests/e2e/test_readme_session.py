@@ -23,10 +23,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytest
-from support.processes import Process
 
 # The demo as test_demo starts it (free ports, its own Kafka); pytest puts tests/e2e on the path.
-from test_demo import start_demo
+from support.demo import start_demo
+from support.processes import Process
+from support.tools import ensure_tool
 
 from payout_manager.local_kafka import java_available
 
@@ -222,14 +223,7 @@ def quotes_closed(text: str) -> bool:
 @pytest.fixture(scope="module")
 def grpcurl() -> None:
     """The README's grpcurl in .tools/bin, from the Makefile's pinned `go install` when it is missing."""
-    if GRPCURL.exists():
-        return
-    missing = [program for program in ("go", "make") if shutil.which(program) is None]
-    if missing:
-        pytest.skip(
-            f"grpcurl is not in {GRPCURL.parent}, and {' and '.join(missing)} to install it is not here"
-        )
-    subprocess.run(["make", "-C", str(ROOT), str(GRPCURL)], check=True, timeout=600)
+    assert ensure_tool(GRPCURL.name) == GRPCURL
 
 
 @pytest.fixture(scope="module")
