@@ -21,6 +21,7 @@ from support.postgres import (
     TEST_DATABASE_URL_VARIABLE,
     PostgresSource,
     chosen_source,
+    fresh_database_url,  # noqa: F401 (a fixture: importing it here registers it)
 )
 from support.processes import Process, free_port, signal_name, wait_until_listening, wait_until_serving
 from support.serving import start_serve  # noqa: F401 (a fixture: importing it here registers it)

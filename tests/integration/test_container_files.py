@@ -15,17 +15,14 @@ import shlex
 import shutil
 import subprocess
 import tomllib
-import uuid
 from collections.abc import Iterator
 from concurrent import futures
-from contextlib import closing
 from pathlib import Path, PurePosixPath
 from types import ModuleType
 from typing import Any
 from urllib.parse import urlsplit
 
 import grpc
-import psycopg2
 import pytest
 import yaml
 from grpc_health.v1 import health, health_pb2_grpc
@@ -36,7 +33,6 @@ import payout_manager
 from clients.party_management import config as party_config
 from payout_manager import cli, settings
 from payout_manager.local_kafka import KAFKA_VERSION
-from payout_manager.local_postgres import create_database
 from payout_manager.proto.accounter.v1 import accounter_pb2, accounter_pb2_grpc
 from payout_manager.storage import migrations
 
@@ -292,25 +288,18 @@ def test_the_demo_config_loads_and_names_the_accounts_a_fresh_database_gives_fir
 
 
 @pytest.fixture
-def fresh_database_url(postgres_server_url: str) -> Iterator[str]:
+def migrated_database_url(fresh_database_url: str) -> str:
     """A database of its own, migrated and without accounts, as compose's postgres starts."""
-    name = f"pm_compose_{uuid.uuid4().hex[:12]}"
-    try:
-        url = create_database(postgres_server_url, name)
-    except psycopg2.Error as error:
-        pytest.skip(f"cannot create a database on the test server: {error}")
-    migrations.upgrade(url)
-    yield url
-    with closing(psycopg2.connect(postgres_server_url)) as connection:
-        connection.autocommit = True
-        with connection.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    migrations.upgrade(fresh_database_url)
+    return fresh_database_url
 
 
-def test_seed_funds_the_demo_shop_on_a_fresh_database_once(fresh_database_url: str, tmp_path: Path) -> None:
+def test_seed_funds_the_demo_shop_on_a_fresh_database_once(
+    migrated_database_url: str, tmp_path: Path
+) -> None:
     address = f"127.0.0.1:{free_port()}"
     process = Process(
-        ["serve", "--address", address], {"PM_DATABASE_URL": fresh_database_url}, tmp_path / "serve.log"
+        ["serve", "--address", address], {"PM_DATABASE_URL": migrated_database_url}, tmp_path / "serve.log"
     )
     try:
         wait_until_serving(address, process)

@@ -9,8 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,11 +21,9 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from psycopg2 import sql
 from support.processes import free_port
 
 from payout_manager import settings
-from payout_manager.local_postgres import create_database
 from payout_manager.settings import Settings, SettingsError
 from payout_manager.storage import audit, migrations, tables
 from payout_manager.storage.database import create_database_engine
@@ -277,18 +274,6 @@ def test_load_never_shows_the_password_of_a_refused_url() -> None:
 
 
 # --- migrate ------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def fresh_database_url(postgres_server_url: str) -> Iterator[str]:
-    """A new, empty database of its own; dropped afterwards."""
-    name = f"pm_migrate_{uuid.uuid4().hex[:12]}"
-    url = create_database(postgres_server_url, name)
-    yield url
-    with closing(psycopg2.connect(postgres_server_url)) as connection:
-        connection.autocommit = True
-        with connection.cursor() as cursor:
-            cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def schema(database_url: str) -> tuple[list[tuple[str, str, str, str]], list[str]]:

@@ -11,10 +11,17 @@ import functools
 import http.client
 import os
 import socket
+import uuid
+from collections.abc import Iterator
 from contextlib import closing
 from urllib.parse import urlsplit
 
+import psycopg2
+import pytest
+from psycopg2 import sql
 from testcontainers.core.docker_client import get_docker_host
+
+from payout_manager.local_postgres import create_database
 
 TEST_DATABASE_URL_VARIABLE = "PM_TEST_DATABASE_URL"
 DOCKER_IMAGE = "postgres:18"
@@ -70,3 +77,15 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(self.timeout)
         self.sock.connect(self._socket_path)
+
+
+@pytest.fixture
+def fresh_database_url(postgres_server_url: str) -> Iterator[str]:
+    """A new, empty database of its own; dropped afterwards."""
+    name = f"pm_fresh_{uuid.uuid4().hex[:12]}"
+    url = create_database(postgres_server_url, name)
+    yield url
+    with closing(psycopg2.connect(postgres_server_url)) as connection:
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
