@@ -169,15 +169,11 @@ _LOCK_WHOLE = (
 
 @dataclass(frozen=True)
 class _Locked:
-    """An account locked for a change: the slot to change, and the sum of its other slots.
-
-    `row` is the account's row when all its slots are locked: only then is its total exact.
-    """
+    """An account locked for a change: the slot to change, and the sum of its other slots."""
 
     slot: int
     balance: Balance
     others: Balance
-    row: _AccountRow | None = None
 
     def total(self, slot_balance: Balance) -> Balance:
         return rules.combined(slot_balance.account_id, slot_balance.currency, (self.others, slot_balance))
@@ -200,10 +196,10 @@ def _slot_balance(account_id: int, currency: str, row: Any) -> Balance:
     return Balance(account_id, currency, _int(row.own_amount), _int(row.held_debit), _int(row.held_credit))
 
 
-def _account(row: Row[Any] | _AccountRow | None, balance: Balance) -> Account:
-    assert row is not None
+def _account(account_id: int, row: Row[Any], balance: Balance) -> Account:
+    """The account with `balance`; `row` has its currency, description and created_at."""
     return Account(
-        id=row.id,
+        id=account_id,
         currency=row.currency,
         description=row.description,
         creation_time=row.created_at,
@@ -249,7 +245,7 @@ class Ledger:
                 max_available_amount=0,
             )
         )
-        return _account(row, Balance(row.id, currency, 0, 0, 0))
+        return _account(row.id, row, Balance(row.id, currency, 0, 0, 0))
 
     def get_account(self, account_id: int, at: datetime | None = None) -> Account:
         """The account now, or with its balances as they were at `at`."""
@@ -279,7 +275,7 @@ class Ledger:
         rows = self._connection.execute(_TOTALS, {"ids": sorted(set(account_ids))})
         return {
             row.id: _account(
-                row, rules.combined(row.id, row.currency, [_slot_balance(row.id, row.currency, row)])
+                row.id, row, rules.combined(row.id, row.currency, [_slot_balance(row.id, row.currency, row)])
             )
             for row in rows
         }
@@ -320,16 +316,14 @@ class Ledger:
 
         account_ids = sorted({p.from_id for p in batch.postings} | {p.to_id for p in batch.postings})
         whole = [i for i in account_ids if checked is None or i in checked or i in before]
-        locked = self._lock_whole(whole, {i: n.slot for i, n in before.items()})
+        locked, rows = self._lock_whole(whole, {i: n.slot for i, n in before.items()})
         locked |= self._lock_free_slots([i for i in account_ids if i not in locked])
         rules.check_accounts(batch.postings, {i: target.balance for i, target in locked.items()})
 
         batch_net = rules.net_by_account(batch.postings)
-        after = {i: (before[i].net if i in before else 0) + batch_net.get(i, 0) for i in account_ids}
-        changed = {
-            i: rules.hold(locked[i].balance, before[i].net if i in before else 0, after[i])
-            for i in account_ids
-        }
+        was = {i: before[i].net if i in before else 0 for i in account_ids}
+        after = {i: was[i] + batch_net.get(i, 0) for i in account_ids}
+        changed = {i: rules.hold(locked[i].balance, was[i], after[i]) for i in account_ids}
         totals = {i: locked[i].total(changed[i]) for i in account_ids}
 
         self._connection.execute(
@@ -346,7 +340,7 @@ class Ledger:
                 "descriptions": [p.description for p in batch.postings],
             },
         )
-        return {i: _account(locked[i].row, totals[i]) for i in whole}
+        return {i: _account(i, rows[i], totals[i]) for i in whole}
 
     def commit_plan(self, plan_id: str, now: datetime) -> list[int]:
         """Moves the plan's held nets into own amounts; committing twice is a no-op.
@@ -394,27 +388,27 @@ class Ledger:
             raise Refusal(Reason.PLAN_NOT_FOUND, f"plan {plan_id} does not exist")
         return PlanStatus(status)
 
-    def _lock_whole(self, account_ids: list[int], pinned: Mapping[int, int]) -> dict[int, _Locked]:
-        """Locks every slot of the accounts, waiting; the slot to change is the pinned one or the lowest."""
+    def _lock_whole(
+        self, account_ids: list[int], pinned: Mapping[int, int]
+    ) -> tuple[dict[int, _Locked], dict[int, Row[Any]]]:
+        """Locks every slot of the accounts, waiting; the slot to change is the pinned one or the lowest.
+
+        Also returns a row of each account, with its currency, description and created_at.
+        """
         if not account_ids:
-            return {}
-        rows = self._connection.execute(_LOCK_WHOLE, {"ids": account_ids})
+            return {}, {}
         slots: dict[int, dict[int, Balance]] = {}
-        accounts: dict[int, _AccountRow] = {}
-        for row in rows:
+        rows: dict[int, Row[Any]] = {}
+        for row in self._connection.execute(_LOCK_WHOLE, {"ids": account_ids}):
             slots.setdefault(row.account_id, {})[row.slot] = _slot_balance(row.account_id, row.currency, row)
-            accounts[row.account_id] = _AccountRow(
-                row.account_id, row.currency, row.description, row.created_at
-            )
+            rows[row.account_id] = row
         locked = {}
         for account_id, balances in slots.items():
             slot = pinned.get(account_id, min(balances))
             others = [b for s, b in balances.items() if s != slot]
             balance = balances[slot]
-            locked[account_id] = _Locked(
-                slot, balance, rules.combined(account_id, balance.currency, others), accounts[account_id]
-            )
-        return locked
+            locked[account_id] = _Locked(slot, balance, rules.combined(account_id, balance.currency, others))
+        return locked, rows
 
     def _lock_free_slots(self, account_ids: list[int]) -> dict[int, _Locked]:
         """Locks one free slot of each account without waiting; makes a slot where none is free."""
@@ -422,10 +416,12 @@ class Ledger:
             return {}
         locked = {}
         for row in self._connection.execute(_LOCK_FREE_SLOTS, {"ids": account_ids}):
-            total = _slot_balance(
+            total = Balance(
                 row.account_id,
                 row.currency,
-                _Sums(row.total_own, row.total_debit, row.total_credit),
+                _int(row.total_own),
+                _int(row.total_debit),
+                _int(row.total_credit),
             )
             if row.slot is not None:
                 balance = _slot_balance(row.account_id, row.currency, row)
@@ -485,21 +481,6 @@ def _slot_changes(changes: Mapping[int, tuple[int, Balance]]) -> dict[str, list[
         "debit": [b.held_debit for _, b in changes.values()],
         "credit": [b.held_credit for _, b in changes.values()],
     }
-
-
-@dataclass(frozen=True)
-class _AccountRow:
-    id: int
-    currency: str
-    description: str
-    created_at: datetime
-
-
-@dataclass(frozen=True)
-class _Sums:
-    own_amount: int | Decimal | None
-    held_debit: int | Decimal | None
-    held_credit: int | Decimal | None
 
 
 def _minus(total: Balance, part: Balance) -> Balance:
