@@ -17,6 +17,7 @@ from confluent_kafka.admin import AdminClient
 from support import books
 from support.events import (
     Record,
+    ServedWithStub,
     Stack,
     applied,
     java_partition,
@@ -215,13 +216,19 @@ def test_a_broker_outage_under_load_loses_nothing(stack: Stack, kafka: TestKafka
     assert "has not acknowledged" in served.process.output()
 
 
-def test_a_serve_process_killed_under_load_and_started_again_loses_nothing(stack: Stack) -> None:
-    leader = stack.serve(workers=2)
+def leader_and_standby_under_load(stack: Stack, *, workers: int) -> tuple[ServedWithStub, Load]:
+    """A leading serve and a standby one, both taking creates from 8 client threads."""
+    leader = stack.serve(workers=workers)
     wait_for_leader(stack.database_url)
-    standby = stack.serve(workers=2)
+    standby = stack.serve(workers=workers)
     shops = [stack.world.add_shop(funds=FUNDS) for _ in range(4)]
     load = Load([leader.address, standby.address], shops, threads=8)
     load.start()
+    return leader, load
+
+
+def test_a_serve_process_killed_under_load_and_started_again_loses_nothing(stack: Stack) -> None:
+    leader, load = leader_and_standby_under_load(stack, workers=2)
     time.sleep(4)
 
     leader.process.popen.send_signal(signal.SIGKILL)
@@ -241,12 +248,7 @@ def test_a_serve_process_killed_under_load_and_started_again_loses_nothing(stack
 
 
 def test_a_graceful_restart_hands_the_relay_over_without_repeats(stack: Stack) -> None:
-    leader = stack.serve(workers=1)
-    wait_for_leader(stack.database_url)
-    standby = stack.serve(workers=1)
-    shops = [stack.world.add_shop(funds=FUNDS) for _ in range(4)]
-    load = Load([leader.address, standby.address], shops, threads=8)
-    load.start()
+    leader, load = leader_and_standby_under_load(stack, workers=1)
     time.sleep(3)
 
     code = leader.close()

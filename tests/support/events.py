@@ -23,7 +23,8 @@ from payout_manager.proto.payout_manager.v1 import payout_manager_pb2 as pb
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2_grpc
 from payout_manager.storage import migrations
 from support.books import dsn
-from support.processes import Process, free_port, wait_until_listening, wait_until_serving
+from support.processes import Process, free_port, wait_until_listening
+from support.serving import Served, serve
 from support.world import World
 
 
@@ -187,9 +188,9 @@ def wait_for_leader(database_url: str, timeout: float = 30.0) -> None:
 
 
 @dataclass
-class Served:
-    address: str
-    process: Process
+class ServedWithStub(Served):
+    """A serve process of the stack, with a channel and a PayoutManagement stub to it."""
+
     channel: grpc.Channel
     payouts: payout_manager_pb2_grpc.PayoutManagementStub
 
@@ -207,7 +208,7 @@ class Stack:
     directory: Path
     database_url: str = ""
     topic: str = ""
-    servers: list[Served] = field(default_factory=list)
+    servers: list[ServedWithStub] = field(default_factory=list)
     _party_management: Process | None = None
     _party_management_address: str = ""
     _world: World | None = None
@@ -227,23 +228,20 @@ class Stack:
         )
         wait_until_listening(self._party_management_address, self._party_management)
 
-    def serve(self, workers: int = 2, *, env: dict[str, str] | None = None) -> Served:
-        address = f"127.0.0.1:{free_port()}"
-        process = Process(
-            ["serve", "--workers", str(workers), "--address", address],
-            {
-                "PM_DATABASE_URL": self.database_url,
-                "PM_PARTY_MANAGEMENT_ADDRESS": self._party_management_address,
-                "PM_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers,
-                "PM_KAFKA_TOPIC": self.topic,
-                "PM_SHUTDOWN_GRACE": "5",
-                **(env or {}),
-            },
-            self.directory / f"serve-{len(self.servers)}.log",
+    def serve(self, workers: int = 2, *, env: dict[str, str] | None = None) -> ServedWithStub:
+        env = {
+            "PM_DATABASE_URL": self.database_url,
+            "PM_PARTY_MANAGEMENT_ADDRESS": self._party_management_address,
+            "PM_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers,
+            "PM_KAFKA_TOPIC": self.topic,
+            "PM_SHUTDOWN_GRACE": "5",
+            **(env or {}),
+        }
+        process = serve(workers, env, self.directory / f"serve-{len(self.servers)}.log")
+        channel = grpc.insecure_channel(process.address)
+        served = ServedWithStub(
+            process.process, process.address, channel, payout_manager_pb2_grpc.PayoutManagementStub(channel)
         )
-        wait_until_serving(address, process)
-        channel = grpc.insecure_channel(address)
-        served = Served(address, process, channel, payout_manager_pb2_grpc.PayoutManagementStub(channel))
         self.servers.append(served)
         return served
 

@@ -47,6 +47,20 @@ class Served:
             time.sleep(0.05)
 
 
+def serve(
+    workers: int, env: dict[str, str], log_path: Path, *, started: list[Served] | None = None
+) -> Served:
+    """`serve --workers N` on a free port, once it is SERVING; `started` gets it before the wait."""
+    address = f"127.0.0.1:{free_port()}"
+    served = Served(
+        Process(["serve", "--workers", str(workers), "--address", address], env, log_path), address
+    )
+    if started is not None:
+        started.append(served)
+    wait_until_serving(address, served.process)
+    return served
+
+
 class StartServe(Protocol):
     def __call__(
         self,
@@ -70,19 +84,16 @@ def start_serve(
         party_management_address: str | None = None,
         env: dict[str, str] | None = None,
     ) -> Served:
-        address = f"127.0.0.1:{free_port()}"
-        process = Process(
-            ["serve", "--workers", str(workers), "--address", address],
+        served = serve(
+            workers,
             {
                 "PM_DATABASE_URL": database_url,
                 "PM_PARTY_MANAGEMENT_ADDRESS": party_management_address or party_management.address,
                 **(env or {}),
             },
             tmp_path / f"serve-{len(started)}.log",
+            started=started,
         )
-        served = Served(process, address)
-        started.append(served)
-        wait_until_serving(address, process)
         return served
 
     yield start
