@@ -27,6 +27,7 @@ from support.world import Shop, World
 from payout_manager.proto.accounter.v1 import accounter_pb2 as accounter_pb
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2 as pb
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2_grpc
+from payout_manager.storage.audit import audit_books
 
 T = TypeVar("T")
 CLIENT_THREADS = 12
@@ -190,7 +191,7 @@ def test_a_storm_of_mixed_calls_on_many_shops_keeps_the_books(
         assert sequence == list(range(1, len(sequence) + 1)), payout_id
     for shop in shops:
         assert world.balance(shop.settlement).min_available_amount >= 0
-    assert books.problems(database_url) == []
+    assert audit_books(database_url) == []
 
 
 def amounts(account: accounter_pb.Account) -> tuple[int, int, int]:
@@ -226,4 +227,4 @@ def test_the_shared_fee_account_takes_concurrent_payouts_in_several_slots_and_st
     at.FromDatetime(moment)
     past = world.accounter.GetAccount(accounter_pb.GetAccountRequest(account_id=system, at=at))
     assert amounts(past) == (own, low, high + 120 * fee)
-    assert books.problems(database_url) == []
+    assert audit_books(database_url) == []

@@ -40,11 +40,6 @@ def payouts_whose_plans_disagree(
     return _audited(database_url, lambda c: audit.payouts_whose_plans_disagree(c, payout_ids))
 
 
-def problems(database_url: str) -> list[str]:
-    """Every way the books of the whole database do not hold (payout_manager.storage.audit)."""
-    return audit.audit_books(database_url)
-
-
 def _event_column(database_url: str, payout_ids: Sequence[str], column: str) -> dict[str, list[Any]]:
     """Per payout, one column of its event rows in sequence order."""
     with psycopg2.connect(dsn(database_url)) as connection, connection.cursor() as cursor:
