@@ -100,6 +100,24 @@ class LocalPostgres:
             failure=f"PostgreSQL on {self.data_dir} did not stop",
         )
 
+    def restart(self) -> None:
+        """Restarts the server as an operator would (`pg_ctl restart -m fast`): same port, settings, data.
+
+        Every session ends (open transactions roll back); clients must connect again.
+        """
+        try:
+            _run(
+                [
+                    str(postgres_bin_dir() / "pg_ctl"),
+                    *("-D", str(self.data_dir), "-l", str(self.log_file)),
+                    *("-m", "fast", "-w", "-t", "60", "restart"),
+                ],
+                _server_account(),
+                failure=f"PostgreSQL on {self.data_dir} did not restart",
+            )
+        except LocalPostgresError as error:
+            raise LocalPostgresError(f"{error}\n{self._log_tail()}") from error
+
     def _pg_ctl_start(self, account: pwd.struct_passwd | None, *, durable: bool) -> None:
         settings = {
             "port": str(self.port),
@@ -249,4 +267,4 @@ def _run(command: list[str], account: pwd.struct_passwd | None, *, failure: str)
         )
     except subprocess.CalledProcessError as error:
         output = "\n".join(part.strip() for part in (error.stdout, error.stderr) if part and part.strip())
-        raise LocalPostgresError(f"{failure}: {output}") from None
+        raise LocalPostgresError(f"{failure} (exit {error.returncode}): {output}") from None

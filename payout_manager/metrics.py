@@ -14,15 +14,17 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Iterator
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import Engine, event, text
+from sqlalchemy import Connection, Engine, Row, event, text
 
-from payout_manager.storage.database import create_database_engine
+from payout_manager.errors import Refusal
+from payout_manager.storage.database import Database, create_database_engine
 
 log = logging.getLogger(__name__)
 
@@ -102,15 +104,17 @@ class DatabaseCollector(Collector):
     """Payouts by status and the outbox, read from the database at each scrape."""
 
     def __init__(self, database_url: str) -> None:
-        self._engine = create_database_engine(database_url, pool_size=1)
+        self._database = Database(create_database_engine(database_url, pool_size=1))
 
     def collect(self) -> Iterator[Metric]:
+        def read(connection: Connection) -> tuple[dict[str, int], Row[Any]]:
+            counted = {row.status: row.n for row in connection.execute(_PAYOUTS)}
+            return counted, connection.execute(_OUTBOX).one()
+
         try:
-            with self._engine.connect() as connection:
-                counted = {row.status: row.n for row in connection.execute(_PAYOUTS)}
-                outbox = connection.execute(_OUTBOX).one()
-        except Exception as error:  # a scrape must answer even while the database is away
-            log.warning("metrics: the database did not answer: %s", type(error).__name__)
+            counted, outbox = self._database.read(read)
+        except Refusal as refusal:  # a scrape must answer even while the database is away
+            log.warning("metrics: the database did not answer: %s", refusal)
             return
         payouts = GaugeMetricFamily("pm_payouts", "Payouts by status", labels=["status"])
         for status in PAYOUT_STATUSES:
@@ -124,7 +128,7 @@ class DatabaseCollector(Collector):
         )
 
     def close(self) -> None:
-        self._engine.dispose()
+        self._database.dispose()
 
 
 class MetricsServer:

@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg2
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
@@ -175,6 +176,9 @@ class Relay:
         self._drain_timeout = drain_timeout
         self._fatal: KafkaError | None = None
         self._errors_said: dict[int, float] = {}
+        # Rows the broker acknowledged whose clearing the database did not confirm (its connection
+        # was lost): cleared first thing on the next connection, so that they are not sent twice.
+        self._acknowledged: list[int] = []
 
     def run(self, stop: threading.Event) -> None:
         backoff = BACKOFF_MIN
@@ -183,10 +187,9 @@ class Relay:
                 with self._engine.connect() as connection:
                     self._stand_by_then_lead(connection, stop)
                 backoff = BACKOFF_MIN
-            except DBAPIError as error:
-                log.warning(
-                    "relay: database lost (%s); retrying in %.1f s", type(error.orig).__name__, backoff
-                )
+            except (DBAPIError, psycopg2.OperationalError, psycopg2.InterfaceError) as error:
+                cause = error.orig if isinstance(error, DBAPIError) else error
+                log.warning("relay: database lost (%s); retrying in %.1f s", type(cause).__name__, backoff)
                 stop.wait(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
             except Exception:
@@ -207,6 +210,7 @@ class Relay:
     def _lead(self, connection: Connection, stop: threading.Event) -> None:
         self._ensure_topic()
         outbox = Outbox(connection)
+        self._clear(outbox, self._acknowledged)
         producer = self._producer()
         holds = Holds()
         try:
@@ -218,7 +222,7 @@ class Relay:
                     continue
                 deliveries = self._publish(producer, batch, stop)
                 cleared = acknowledged(batch, deliveries.delivered)
-                outbox.mark_published(cleared)
+                self._clear(outbox, cleared)
                 if stop.is_set():
                     break
                 cleared_ids = set(cleared)
@@ -245,6 +249,12 @@ class Relay:
             # Stopping: what is still unacknowledged stays in the outbox for the next leader.
             producer.purge()
             producer.flush(0)
+
+    def _clear(self, outbox: Outbox, row_ids: list[int]) -> None:
+        """Clears acknowledged rows; remembered until the database confirms, across a lost connection."""
+        self._acknowledged = row_ids
+        outbox.mark_published(row_ids)
+        self._acknowledged = []
 
     def _publish(
         self, producer: Producer, batch: Sequence[PendingEvent], stop: threading.Event

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TypeVar, cast
 
+import psycopg2
+import psycopg2.extensions
 import tenacity
 from sqlalchemy import Connection, Engine, create_engine
 from sqlalchemy.engine import make_url
@@ -74,7 +76,10 @@ class Database:
     a serialization failure or a connection lost before COMMIT (a pooled connection the server
     dropped) reruns the whole function, so callers never see one. A connection lost during COMMIT
     is not rerun, since the commit may have happened: that, like a database that cannot be
-    reached, is UNAVAILABLE / DATABASE_UNAVAILABLE.
+    reached, is UNAVAILABLE / DATABASE_UNAVAILABLE. A connection lost once the work is done (while
+    it goes back to the pool) changes nothing of its result: the connection is discarded.
+
+    This is the one place that borrows pooled connections, so these rules hold for every caller.
     """
 
     def __init__(self, engine: Engine) -> None:
@@ -100,24 +105,63 @@ class Database:
         )
         try:
             for attempt in retrying:
-                with attempt, self.engine.connect() as connection:
-                    if autocommit:
-                        connection.execution_options(isolation_level="AUTOCOMMIT")
-                        return _lost_is_retryable(work, connection)
-                    transaction = connection.begin()
-                    result = _lost_is_retryable(work, connection)
-                    transaction.commit()
-                    return result
+                with attempt:
+                    return self._once(work, autocommit=autocommit)
         except _LostBeforeCommitError as lost:
-            raise Refusal(Reason.DATABASE_UNAVAILABLE, "the database is unavailable") from lost.__cause__
+            raise _unavailable() from lost.__cause__
         except (OperationalError, InterfaceError, PoolTimeout) as error:
             if _is_retryable(error):
                 raise
-            raise Refusal(Reason.DATABASE_UNAVAILABLE, "the database is unavailable") from error
+            raise _unavailable() from error
+        except (psycopg2.OperationalError, psycopg2.InterfaceError) as error:
+            # A driver error SQLAlchemy did not wrap: the connection is as lost as above.
+            raise _unavailable() from error
         raise AssertionError("unreachable: tenacity reraises the last failure")
+
+    def _once(self, work: Callable[[Connection], T], *, autocommit: bool) -> T:
+        connection = self.engine.connect()
+        try:
+            if autocommit:
+                # On the driver itself, not SQLAlchemy's isolation_level option: that option is
+                # undone by a statement at check-in, which a connection lost just then turned into
+                # an unwrapped error and a pool slot never returned. This flag costs no round trip.
+                _driver_connection(connection).autocommit = True
+                return _lost_is_retryable(work, connection)
+            transaction = connection.begin()
+            result = _lost_is_retryable(work, connection)
+            transaction.commit()
+            return result
+        finally:
+            _give_back(connection, autocommit=autocommit)
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _unavailable() -> Refusal:
+    return Refusal(Reason.DATABASE_UNAVAILABLE, "the database is unavailable")
+
+
+def _driver_connection(connection: Connection) -> psycopg2.extensions.connection:
+    return cast(psycopg2.extensions.connection, connection.connection.dbapi_connection)
+
+
+def _give_back(connection: Connection, *, autocommit: bool) -> None:
+    """Returns the connection to the pool, or discards it if it was lost; never raises.
+
+    Whatever the work did is settled by now (committed, or rolled back with the session), so a
+    failure here must not replace its result or its error.
+    """
+    try:
+        if autocommit and not connection.invalidated:
+            _driver_connection(connection).autocommit = False
+    except psycopg2.Error:
+        connection.invalidate()
+    try:
+        connection.close()
+    except (DBAPIError, psycopg2.Error) as error:
+        # The rollback of failed work met a lost connection; the pool has discarded it.
+        log.info("a lost connection discarded: %s", type(error).__name__)
 
 
 def _lost_is_retryable(work: Callable[[Connection], T], connection: Connection) -> T:

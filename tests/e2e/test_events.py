@@ -16,10 +16,9 @@ import pytest
 from confluent_kafka.admin import AdminClient
 from support import books
 from support.events import (
-    Record,
     ServedWithStub,
     Stack,
-    applied,
+    assert_complete_and_ordered,
     java_partition,
     outbox_size,
     relay_leaders,
@@ -59,24 +58,6 @@ def wait_until_refused(address: str, timeout: float) -> None:
 def partitions_of(bootstrap_servers: str, topic: str) -> int:
     metadata = AdminClient({"bootstrap.servers": bootstrap_servers}).list_topics(topic, timeout=10)
     return len(metadata.topics[topic].partitions)
-
-
-def assert_complete_and_ordered(
-    records: list[Record], expected: dict[str, int], *, repeats_allowed: bool
-) -> None:
-    """Every expected event arrived; per payout, first arrivals run 1..n with no gap."""
-    received = sequences(records, expected)
-    missing = {
-        payout_id: n
-        for payout_id, n in expected.items()
-        if set(received.get(payout_id, [])) != set(range(1, n + 1))
-    }
-    assert not missing, f"{len(missing)} payouts lack events, e.g. {next(iter(missing.items()))}"
-    out_of_order = {p: s for p, s in received.items() if applied(s) != list(range(1, expected[p] + 1))}
-    assert not out_of_order, f"out of order: {dict(list(out_of_order.items())[:3])}"
-    if not repeats_allowed:
-        repeated = {p: s for p, s in received.items() if len(s) != expected[p]}
-        assert not repeated, f"repeated: {dict(list(repeated.items())[:3])}"
 
 
 # --- contents -------------------------------------------------------------------------------

@@ -122,6 +122,24 @@ def applied(received: Sequence[int]) -> list[int]:
     return result
 
 
+def assert_complete_and_ordered(
+    records: list[Record], expected: dict[str, int], *, repeats_allowed: bool
+) -> None:
+    """Every expected event arrived; per payout, first arrivals run 1..n with no gap."""
+    received = sequences(records, expected)
+    missing = {
+        payout_id: n
+        for payout_id, n in expected.items()
+        if set(received.get(payout_id, [])) != set(range(1, n + 1))
+    }
+    assert not missing, f"{len(missing)} payouts lack events, e.g. {next(iter(missing.items()))}"
+    out_of_order = {p: s for p, s in received.items() if applied(s) != list(range(1, expected[p] + 1))}
+    assert not out_of_order, f"out of order: {dict(list(out_of_order.items())[:3])}"
+    if not repeats_allowed:
+        repeated = {p: s for p, s in received.items() if len(s) != expected[p]}
+        assert not repeated, f"repeated: {dict(list(repeated.items())[:3])}"
+
+
 def murmur2(data: bytes) -> int:
     """Kafka's murmur2 (the Java client's default partitioner), as 32 unsigned bits."""
     m, r, mask = 0x5BD1E995, 24, 0xFFFFFFFF
@@ -244,6 +262,10 @@ class Stack:
         )
         self.servers.append(served)
         return served
+
+    @property
+    def party_management_address(self) -> str:
+        return self._party_management_address
 
     @property
     def world(self) -> World:
