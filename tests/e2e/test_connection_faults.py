@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from support.events import Stack, assert_complete_and_ordered
-from support.faults import BackendTerminator, ConnectionResetter
+from support.faults import BackendTerminator, ConnectionResetter, restart_postgres
 from support.kafka import TestKafka
 from support.load import Load
 
@@ -126,7 +126,7 @@ def test_postgresql_restarted_under_mixed_load_loses_nothing_and_answers_only_re
     with mixed_load(stack) as load:
         for _ in range(RESTARTS):
             time.sleep(3)
-            own_postgres.restart()
+            restart_postgres(own_postgres)
         time.sleep(3)
 
     assert load.codes["UNAVAILABLE"] > 0

@@ -76,3 +76,59 @@ def test_a_database_that_stays_away_is_unavailable_not_an_error() -> None:
     finally:
         unreachable.dispose()
     assert refused.value.reason is Reason.DATABASE_UNAVAILABLE
+
+
+# A pool of one connection: a slot not given back shows as the next call waiting for it in vain.
+
+
+def test_a_read_whose_connection_is_lost_as_it_goes_back_keeps_its_result_and_its_pool_slot(
+    database: Database, database_url: str
+) -> None:
+    def read_then_lose(connection: Connection) -> int:
+        pid = backend_pid(connection)
+        terminate(database_url, pid)
+        return pid
+
+    # Once before on the same connection: its isolation level then needs a statement to undo.
+    database.read(backend_pid)
+    lost = database.read(read_then_lose)
+
+    # The next read gets a connection at once, a new one.
+    assert database.read(backend_pid) != lost
+    assert database.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+def test_a_transaction_whose_connection_is_lost_before_commit_is_unavailable_and_frees_its_slot(
+    database: Database, database_url: str
+) -> None:
+    def write_then_lose(connection: Connection) -> None:
+        connection.execute(text("CREATE TABLE IF NOT EXISTS pm_lost_commit_probe (n int)"))
+        connection.execute(text("INSERT INTO pm_lost_commit_probe VALUES (1)"))
+        terminate(database_url, backend_pid(connection))
+
+    try:
+        with pytest.raises(Refusal) as refused:
+            database.transaction(write_then_lose)
+        # Whether COMMIT got there is the caller's doubt; here it cannot have (the session was gone).
+        exists = database.read(
+            lambda c: c.execute(text("SELECT to_regclass('pm_lost_commit_probe')")).scalar()
+        )
+    finally:
+        database.transaction(lambda c: c.execute(text("DROP TABLE IF EXISTS pm_lost_commit_probe")))
+    assert refused.value.reason is Reason.DATABASE_UNAVAILABLE
+    assert exists is None
+
+
+def test_a_refusal_of_work_whose_connection_was_lost_reaches_the_caller_unchanged(
+    database: Database, database_url: str
+) -> None:
+    def refuse_after_losing(connection: Connection) -> None:
+        connection.execute(text("SELECT 1"))
+        terminate(database_url, backend_pid(connection))
+        raise Refusal(Reason.INSUFFICIENT_FUNDS, "no money")
+
+    with pytest.raises(Refusal) as refused:
+        database.transaction(refuse_after_losing)
+
+    assert refused.value.reason is Reason.INSUFFICIENT_FUNDS
+    assert database.read(lambda c: c.execute(text("SELECT 1")).scalar()) == 1

@@ -5,15 +5,17 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Collection, Iterator
+from contextlib import closing, contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+import psycopg2
 import pytest
-from sqlalchemy import Engine, select, update
-from support.events import TopicReader, sequences
+from sqlalchemy import Engine, select, text, update
+from support.books import dsn
+from support.events import TopicReader, sequences, wait_for_empty_outbox
 from support.kafka import TestKafka
 
 from payout_manager.events.codec import event_to_proto
@@ -22,6 +24,7 @@ from payout_manager.local_postgres import LocalPostgres, create_database
 from payout_manager.payouts import model
 from payout_manager.storage import migrations
 from payout_manager.storage.database import create_database_engine
+from payout_manager.storage.outbox import Outbox
 from payout_manager.storage.payouts import Payouts
 from payout_manager.storage.tables import payout_event
 
@@ -191,3 +194,38 @@ def store(engine: Engine, payout_id: str) -> None:
     with engine.begin() as connection:
         Payouts(connection).add(payout)
         Payouts(connection).add_event(created)
+
+
+def test_events_the_broker_took_go_out_once_though_the_connection_is_lost_before_they_are_cleared(
+    database_engine: Engine,
+    kafka: TestKafka,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    lost: list[int] = []
+    clear = Outbox.mark_published
+
+    def lose_the_connection_first(outbox: Outbox, row_ids: Collection[int]) -> None:
+        if row_ids and not lost:
+            # The relay's session ends after the broker acknowledged, before the rows are cleared.
+            pid = outbox._connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
+            with closing(psycopg2.connect(dsn(database_engine.url.render_as_string(False)))) as admin:
+                admin.cursor().execute("SELECT pg_terminate_backend(%s, 5000)", (pid,))
+            lost.append(pid)
+        clear(outbox, row_ids)
+
+    monkeypatch.setattr(Outbox, "mark_published", lose_the_connection_first)
+    payout_id = f"lost-{uuid.uuid4()}"
+    store(database_engine, payout_id)
+    topic = f"pm-relay-{uuid.uuid4().hex[:12]}"
+    with relay_running(database_engine, kafka.bootstrap_servers, topic) as reader:
+        reader.read_events_of({payout_id: 1}, timeout=60)
+        wait_for_empty_outbox(database_engine.url.render_as_string(False), timeout=30)
+        # The outbox is empty only once the relay cleared the event: a repeat would be on the
+        # topic by then.
+        with pytest.raises(TimeoutError):
+            reader.read_until(lambda records: len(records) > 1, timeout=3)
+
+    assert lost
+    assert "relay: database lost" in caplog.text
+    assert sequences(reader.records) == {payout_id: [1]}

@@ -1,14 +1,16 @@
-"""Faults injected into real processes: PostgreSQL backends ended under load."""
+"""Faults injected into real processes: PostgreSQL backends ended or restarted, TCP connections reset."""
 
 from __future__ import annotations
 
 import random
 import subprocess
+import sys
 import threading
 from contextlib import closing
 
 import psycopg2
 
+from payout_manager.local_postgres import LocalPostgres
 from support.books import dsn
 
 
@@ -97,3 +99,25 @@ def kill_connections(ss_filter: list[str]) -> int:
     if done.returncode != 0:
         raise RuntimeError(f"ss -K failed ({done.returncode}): {done.stderr.strip()}")
     return len(done.stdout.splitlines())
+
+
+def restart_postgres(server: LocalPostgres) -> None:
+    """`pg_ctl restart -m fast` on the server, from a process of its own.
+
+    Not from this one: running pg_ctl as the server's account means a fork() with a change of
+    user, and a fork of a process whose gRPC threads are busy under load can die in the child
+    before it runs pg_ctl (seen: a gRPC check failure and SIGBUS). A fresh interpreter has no such
+    threads.
+    """
+    script = (
+        "import sys; from pathlib import Path; from payout_manager.local_postgres import LocalPostgres;"
+        " LocalPostgres(Path(sys.argv[1]), int(sys.argv[2])).restart()"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(server.data_dir), str(server.port)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"PostgreSQL did not restart ({done.returncode}):\n{done.stderr}")
