@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +20,7 @@ from support.postgres import (
     PostgresSource,
     chosen_source,
     fresh_database_url,  # noqa: F401 (a fixture: importing it here registers it)
+    scratch_postgres,
 )
 from support.processes import Process, free_port, signal_name, wait_until_listening, wait_until_serving
 from support.serving import start_serve  # noqa: F401 (a fixture: importing it here registers it)
@@ -43,14 +42,9 @@ def pytest_report_header() -> list[str]:
 
 @pytest.fixture(scope="session")
 def local_postgres() -> Iterator[LocalPostgres]:
-    """An embedded PostgreSQL 18 in a scratch directory, trading durability for speed."""
-    # Not under pytest's basetemp: every pytest run resets that tree to mode 0700, which would
-    # lock the server's own account out of a concurrent run's data directory.
-    scratch = Path(tempfile.mkdtemp(prefix="pm-test-postgres-"))
-    server = LocalPostgres.start(scratch / "data", durable=False)
-    yield server
-    server.stop()
-    shutil.rmtree(scratch, ignore_errors=True)
+    """The embedded PostgreSQL the tests share, when it is the chosen one."""
+    with scratch_postgres("pm-test-postgres-") as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

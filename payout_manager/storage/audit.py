@@ -121,11 +121,14 @@ def problems(connection: Connection) -> list[str]:
 
 def audit_books(database_url: str) -> list[str]:
     """Checks the whole database in one repeatable-read snapshot; returns the problems found."""
+
+    def in_one_snapshot(connection: Connection) -> list[str]:
+        # A statement, not SQLAlchemy's isolation_level option, which is undone at check-in.
+        connection.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
+        return problems(connection)
+
     database = Database(create_database_engine(database_url, pool_size=1))
     try:
-        with database.engine.connect() as connection:
-            connection.execution_options(isolation_level="REPEATABLE READ")
-            with connection.begin():
-                return problems(connection)
+        return database.transaction(in_one_snapshot)
     finally:
         database.dispose()

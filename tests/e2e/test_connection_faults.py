@@ -10,8 +10,6 @@ hold, and the topic has every event once, in order.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,8 +19,9 @@ from urllib.parse import urlsplit
 import pytest
 from support.events import Stack, assert_complete_and_ordered
 from support.faults import BackendTerminator, ConnectionResetter, restart_postgres
-from support.kafka import TestKafka
+from support.kafka import TEST_KAFKA_VARIABLE, KafkaSource, TestKafka
 from support.load import Load
+from support.postgres import scratch_postgres
 
 from payout_manager.local_postgres import LocalPostgres
 from payout_manager.proto.accounter.v1 import accounter_pb2 as accounter_pb
@@ -44,11 +43,8 @@ RESET_SECONDS = 15.0
 @pytest.fixture
 def own_postgres() -> Iterator[LocalPostgres]:
     """A PostgreSQL server of this test's alone, so that restarting it troubles no other test."""
-    scratch = Path(tempfile.mkdtemp(prefix="pm-test-faults-"))
-    server = LocalPostgres.start(scratch / "data", durable=False)
-    yield server
-    server.stop()
-    shutil.rmtree(scratch, ignore_errors=True)
+    with scratch_postgres("pm-test-faults-") as server:
+        yield server
 
 
 @pytest.fixture
@@ -113,9 +109,9 @@ def test_backends_ended_many_times_a_second_under_mixed_load_lose_nothing_and_an
     ):
         time.sleep(FAULT_SECONDS)
 
-    print(f"terminated {terminator.terminated} backends")
+    print(f"terminated {terminator.hits} backends")
     # The faults were real and met calls: many backends ended, many calls were told to retry.
-    assert terminator.terminated > 100
+    assert terminator.hits > 100
     assert load.codes["UNAVAILABLE"] > 0
     assert_nothing_lost(stack, load)
 
@@ -145,20 +141,24 @@ def test_party_management_connections_reset_mid_call_answer_only_retry_and_lose_
     ):
         time.sleep(RESET_SECONDS)
 
-    print(f"reset {resetter.reset} connections to PartyManagement")
-    assert resetter.reset > 50
+    print(f"reset {resetter.hits} connections to PartyManagement")
+    assert resetter.hits > 50
     assert_nothing_lost(stack, load)
 
 
-def test_kafka_connections_reset_mid_batch_lose_no_event_and_repeat_none(stack: Stack) -> None:
+def test_kafka_connections_reset_mid_batch_lose_no_event_and_repeat_none(
+    stack: Stack, kafka: TestKafka
+) -> None:
+    if kafka.source is KafkaSource.ENVIRONMENT:
+        pytest.skip(f"the broker at ${TEST_KAFKA_VARIABLE} may not be on this host, where ss -K reaches")
     with (
         mixed_load(stack) as load,
         ConnectionResetter(port_of(stack.bootstrap_servers), interval=RESET_EVERY) as resetter,
     ):
         time.sleep(RESET_SECONDS)
 
-    print(f"reset {resetter.reset} connections to Kafka")
+    print(f"reset {resetter.hits} connections to Kafka")
     # Fewer than to PartyManagement: the producer waits a little before it connects again.
-    assert resetter.reset > 20
+    assert resetter.hits > 20
     # The idempotent producer resends what a reset connection lost, and the broker drops repeats.
     assert_nothing_lost(stack, load)

@@ -6,50 +6,71 @@ import random
 import subprocess
 import sys
 import threading
-from contextlib import closing
+from typing import Self
 
 import psycopg2
+import psycopg2.extensions
 
 from payout_manager.local_postgres import LocalPostgres
 from support.books import dsn
 
 
-class BackendTerminator:
-    """Ends a random client backend of one database every `interval` seconds, on a thread of its own.
+class _RepeatedFault:
+    """A fault struck every `interval` seconds on a thread of its own, for the `with` block."""
 
-    As `pg_terminate_backend` does for an operator: the session's server process exits at once,
-    whatever it was doing (between statements, mid-query, mid-COMMIT, idle in the pool).
-    """
-
-    def __init__(self, server_url: str, database: str, *, interval: float, seed: int = 0) -> None:
-        self._server_dsn = dsn(server_url)
-        self._database = database
+    def __init__(self, interval: float) -> None:
         self._interval = interval
-        self._chooser = random.Random(seed)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="terminator", daemon=True)
-        self.terminated = 0
+        self._thread = threading.Thread(target=self._run, name=type(self).__name__, daemon=True)
+        # How many things the fault hit (backends ended, connections reset).
+        self.hits = 0
 
-    def __enter__(self) -> BackendTerminator:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+        self._close()
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                with closing(psycopg2.connect(self._server_dsn)) as admin:
-                    admin.autocommit = True
-                    while not self._stop.wait(self._interval):
-                        self._terminate_one(admin)
-            except psycopg2.Error:
-                # The server itself went away (a restart): connect again.
-                self._stop.wait(0.2)
+        while not self._stop.wait(self._interval):
+            self.hits += self._strike()
 
-    def _terminate_one(self, admin: psycopg2.extensions.connection) -> None:
+    def _strike(self) -> int:
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        pass
+
+
+class BackendTerminator(_RepeatedFault):
+    """Ends a random client backend of one database every `interval` seconds.
+
+    As `pg_terminate_backend` does for an operator: the session's server process exits at once,
+    whatever it was doing (between statements, mid-query, mid-COMMIT, idle in the pool).
+    """
+
+    def __init__(self, server_url: str, database: str, *, interval: float, seed: int = 0) -> None:
+        super().__init__(interval)
+        self._server_dsn = dsn(server_url)
+        self._database = database
+        self._chooser = random.Random(seed)
+        self._admin: psycopg2.extensions.connection | None = None
+
+    def _strike(self) -> int:
+        try:
+            if self._admin is None:
+                self._admin = psycopg2.connect(self._server_dsn)
+                self._admin.autocommit = True
+            return self._terminate_one(self._admin)
+        except psycopg2.Error:
+            # The server itself went away (a restart): connect again next time.
+            self._close()
+            return 0
+
+    def _terminate_one(self, admin: psycopg2.extensions.connection) -> int:
         with admin.cursor() as cursor:
             cursor.execute(
                 "SELECT pid FROM pg_stat_activity WHERE datname = %s AND backend_type = 'client backend'"
@@ -58,37 +79,30 @@ class BackendTerminator:
             )
             pids = [pid for (pid,) in cursor.fetchall()]
             if not pids:
-                return
+                return 0
             cursor.execute("SELECT pg_terminate_backend(%s)", (self._chooser.choice(pids),))
             (done,) = cursor.fetchone() or (False,)
-            self.terminated += bool(done)
+            return int(bool(done))
+
+    def _close(self) -> None:
+        if self._admin is not None:
+            self._admin.close()
+            self._admin = None
 
 
-class ConnectionResetter:
-    """Resets every TCP connection to 127.0.0.1:`port` every `interval` seconds, on a thread of its own.
+class ConnectionResetter(_RepeatedFault):
+    """Resets every TCP connection to 127.0.0.1:`port` every `interval` seconds.
 
     `ss -K` destroys the client's socket in the kernel (which sends the peer a reset), wherever the
     call on it stands: mid-request, mid-response, or idle between calls.
     """
 
     def __init__(self, port: int, *, interval: float) -> None:
+        super().__init__(interval)
         self._filter = ["dst", "127.0.0.1", "dport", "=", str(port)]
-        self._interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="resetter", daemon=True)
-        self.reset = 0
 
-    def __enter__(self) -> ConnectionResetter:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            self.reset += kill_connections(self._filter)
+    def _strike(self) -> int:
+        return kill_connections(self._filter)
 
 
 def kill_connections(ss_filter: list[str]) -> int:

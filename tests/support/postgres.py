@@ -10,10 +10,13 @@ import enum
 import functools
 import http.client
 import os
+import shutil
 import socket
+import tempfile
 import uuid
 from collections.abc import Iterator
-from contextlib import closing
+from contextlib import closing, contextmanager
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import psycopg2
@@ -21,7 +24,7 @@ import pytest
 from psycopg2 import sql
 from testcontainers.core.docker_client import get_docker_host
 
-from payout_manager.local_postgres import create_database
+from payout_manager.local_postgres import LocalPostgres, create_database
 
 TEST_DATABASE_URL_VARIABLE = "PM_TEST_DATABASE_URL"
 DOCKER_IMAGE = "postgres:18"
@@ -77,6 +80,22 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(self.timeout)
         self.sock.connect(self._socket_path)
+
+
+@contextmanager
+def scratch_postgres(prefix: str) -> Iterator[LocalPostgres]:
+    """An embedded PostgreSQL 18 in a scratch directory, trading durability for speed; removed after.
+
+    Not under pytest's basetemp: every pytest run resets that tree to mode 0700, which would lock
+    the server's own account out of a concurrent run's data directory.
+    """
+    scratch = Path(tempfile.mkdtemp(prefix=prefix))
+    server = LocalPostgres.start(scratch / "data", durable=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 @pytest.fixture
