@@ -6,6 +6,7 @@ STAMP := $(VENV)/.installed
 
 GRPCURL_VERSION := v1.9.3
 GHZ_VERSION := v0.120.0
+BUF_VERSION := v1.75.0
 TOOLS := $(CURDIR)/.tools/bin
 
 .PHONY: run test lint proto diagrams tools bench clean
@@ -24,10 +25,11 @@ run: $(STAMP)
 test: $(STAMP) lint
 	$(BIN)/pytest
 
-lint: $(STAMP)
+lint: $(STAMP) $(TOOLS)/buf
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
+	$(BIN)/python scripts/check_contract.py
 
 ## proto: regenerate payout_manager/proto from proto/
 proto: $(STAMP)
@@ -37,14 +39,17 @@ proto: $(STAMP)
 diagrams: $(STAMP)
 	$(BIN)/python scripts/diagrams.py
 
-## tools: grpcurl and ghz (pinned) into .tools/bin, for the README's session and the benchmark
-tools: $(TOOLS)/grpcurl $(TOOLS)/ghz
+## tools: grpcurl, ghz and buf (pinned) into .tools/bin, for the README's session, the benchmark and the contract's guard
+tools: $(TOOLS)/grpcurl $(TOOLS)/ghz $(TOOLS)/buf
 
 $(TOOLS)/grpcurl:
 	GOBIN=$(TOOLS) go install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
 
 $(TOOLS)/ghz:
 	GOBIN=$(TOOLS) go install github.com/bojand/ghz/cmd/ghz@$(GHZ_VERSION)
+
+$(TOOLS)/buf:
+	GOBIN=$(TOOLS) go install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
 
 ## bench: the benchmark on this machine (about 12 minutes), a table on stdout and resource/benchmark-throughput.png
 bench: $(STAMP) $(TOOLS)/ghz

@@ -1,4 +1,4 @@
-"""The pinned Go tools in .tools/bin (grpcurl, ghz), installed by the Makefile when missing."""
+"""The pinned Go tools in .tools/bin (grpcurl, ghz, buf), installed by the Makefile when missing."""
 
 from __future__ import annotations
 

@@ -9,6 +9,7 @@ from types import ModuleType
 
 import pytest
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FileDescriptor
+from grpc_tools import protoc
 from support.scripts import load_script
 
 from payout_manager.proto.accounter.v1 import accounter_pb2
@@ -110,3 +111,33 @@ def test_upper_snake_spells_the_spec_prefixes() -> None:
     assert upper_snake("AccountType") == "ACCOUNT_TYPE"
     assert upper_snake("PostingPlanStatus") == "POSTING_PLAN_STATUS"
     assert upper_snake("HTTPStatus") == "HTTP_STATUS"
+
+
+@pytest.mark.parametrize(
+    "proto",
+    sorted((ROOT / "proto").rglob("*.proto")),
+    ids=lambda path: path.relative_to(ROOT / "proto").as_posix(),
+)
+def test_each_contract_file_compiles_alone_with_only_proto_on_the_include_path(
+    proto: Path, tmp_path: Path
+) -> None:
+    # As a stock `protoc -I proto FILE` does: its own include directory has the well-known types.
+    well_known = Path(protoc.__file__).parent / "_proto"
+    arguments = [
+        "protoc",
+        f"-I{ROOT / 'proto'}",
+        f"-I{well_known}",
+        f"--descriptor_set_out={tmp_path / 'out.pb'}",
+    ]
+
+    assert protoc.main([*arguments, proto.relative_to(ROOT / "proto").as_posix()]) == 0
+
+
+@pytest.mark.parametrize("module", GENERATED_MODULES, ids=lambda module: module.DESCRIPTOR.name)
+def test_descriptors_carry_the_contract_file_names_that_reflection_serves(module: ModuleType) -> None:
+    file: FileDescriptor = module.DESCRIPTOR
+    assert (ROOT / "proto" / file.name).is_file()
+    assert all(
+        (ROOT / "proto" / dependency.name).is_file() or dependency.name.startswith("google/")
+        for dependency in file.dependencies
+    )

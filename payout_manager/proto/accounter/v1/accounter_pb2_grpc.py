@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from payout_manager.proto.accounter.v1 import accounter_pb2 as payout__manager_dot_proto_dot_accounter_dot_v1_dot_accounter__pb2
+from payout_manager.proto.accounter.v1 import accounter_pb2 as accounter_dot_v1_dot_accounter__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -36,33 +36,33 @@ class AccounterStub:
         """
         self.CreateAccount = channel.unary_unary(
                 '/accounter.v1.Accounter/CreateAccount',
-                request_serializer=payout__manager_dot_proto_dot_accounter_dot_v1_dot_accounter__pb2.CreateAccountRequest.SerializeToString,
-                response_deserializer=payout__manager_dot_proto_dot_accounter_dot_v1_dot_accounter__pb2.Account.FromString,
+                request_serializer=accounter_dot_v1_dot_accounter__pb2.CreateAccountRequest.SerializeToString,
+                response_deserializer=accounter_dot_v1_dot_accounter__pb2.Account.FromString,
                 _registered_method=True)
         self.GetAccount = channel.unary_unary(
                 '/accounter.v1.Accounter/GetAccount',
-                request_serializer=payout__manager_dot_proto_dot_accounter_dot_v1_dot_accounter__pb2.GetAccountRequest.SerializeToString,
-                response_deserializer=payout__manager_dot_proto_dot_accounter_dot_v1_dot_accounter__pb2.Account.FromString,
+                request_serializer=accounter_dot_v1_dot_accounter__pb2.GetAccountRequest.SerializeToString,
+                response_deserializer=accounter_dot_v1_dot_accounter__pb2.Account.FromString,
                 _registered_method=True)
         self.Hold = channel.unary_unary(
                 '/accounter.v1.Accounter/Hold',
-                request_serializer=payout__manager_dot_proto_dot_accounter_dot_v1_dot_accounter__pb2.HoldRequest.SerializeToString,
-                response_deserializer=payout__manager_dot_proto_dot_accounter_dot_v1_dot_accounter__pb2.PostingPlanLog.FromString,
+                request_serializer=accounter_dot_v1_dot_accounter__pb2.HoldRequest.SerializeToString,
+                response_deserializer=accounter_dot_v1_dot_accounter__pb2.PostingPlanLog.FromString,
                 _registered_method=True)
         self.CommitPlan = channel.unary_unary(
                 '/accounter.v1.Accounter/CommitPlan',
-                request_serializer=payout__manager_dot_proto_dot_accounter_dot_v1_dot_accounter__pb2.CommitPlanRequest.SerializeToString,
-                response_deserializer=payout__manager_dot_proto_dot_accounter_dot_v1_dot_accounter__pb2.PostingPlanLog.FromString,
+                request_serializer=accounter_dot_v1_dot_accounter__pb2.CommitPlanRequest.SerializeToString,
+                response_deserializer=accounter_dot_v1_dot_accounter__pb2.PostingPlanLog.FromString,
                 _registered_method=True)
         self.RollbackPlan = channel.unary_unary(
                 '/accounter.v1.Accounter/RollbackPlan',
-                request_serializer=payout__manager_dot_proto_dot_accounter_dot_v1_dot_accounter__pb2.RollbackPlanRequest.SerializeToString,
-                response_deserializer=payout__manager_dot_proto_dot_accounter_dot_v1_dot_accounter__pb2.PostingPlanLog.FromString,
+                request_serializer=accounter_dot_v1_dot_accounter__pb2.RollbackPlanRequest.SerializeToString,
+                response_deserializer=accounter_dot_v1_dot_accounter__pb2.PostingPlanLog.FromString,
                 _registered_method=True)
         self.GetPlan = channel.unary_unary(
                 '/accounter.v1.Accounter/GetPlan',
-                request_serializer=payout__manager_dot_proto_dot_accounter_dot_v1_dot_accounter__pb2.GetPlanRequest.SerializeToString,
-                response_deserializer=payout__manager_dot_proto_dot_accounter_dot_v1_dot_accounter__pb2.PostingPlan.FromString,
+                request_serializer=accounter_dot_v1_dot_accounter__pb2.GetPlanRequest.SerializeToString,
+                response_deserializer=accounter_dot_v1_dot_accounter__pb2.PostingPlan.FromString,
                 _registered_method=True)
 
 
@@ -110,33 +110,33 @@ def add_AccounterServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'CreateAccount': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateAccount,
-                    request_deserializer=payout__manager_dot_proto_dot_accounter_dot_v1_dot_accounter__pb2.CreateAccountRequest.FromString,
-                    response_serializer=payout__manager_dot_proto_dot_accounter_dot_v1_dot_accounter__pb2.Account.SerializeToString,
+                    request_deserializer=accounter_dot_v1_dot_accounter__pb2.CreateAccountRequest.FromString,
+                    response_serializer=accounter_dot_v1_dot_accounter__pb2.Account.SerializeToString,
             ),
             'GetAccount': grpc.unary_unary_rpc_method_handler(
                     servicer.GetAccount,
-                    request_deserializer=payout__manager_dot_proto_dot_accounter_dot_v1_dot_accounter__pb2.GetAccountRequest.FromString,
-                    response_serializer=payout__manager_dot_proto_dot_accounter_dot_v1_dot_accounter__pb2.Account.SerializeToString,
+                    request_deserializer=accounter_dot_v1_dot_accounter__pb2.GetAccountRequest.FromString,
+                    response_serializer=accounter_dot_v1_dot_accounter__pb2.Account.SerializeToString,
             ),
             'Hold': grpc.unary_unary_rpc_method_handler(
                     servicer.Hold,
-                    request_deserializer=payout__manager_dot_proto_dot_accounter_dot_v1_dot_accounter__pb2.HoldRequest.FromString,
-                    response_serializer=payout__manager_dot_proto_dot_accounter_dot_v1_dot_accounter__pb2.PostingPlanLog.SerializeToString,
+                    request_deserializer=accounter_dot_v1_dot_accounter__pb2.HoldRequest.FromString,
+                    response_serializer=accounter_dot_v1_dot_accounter__pb2.PostingPlanLog.SerializeToString,
             ),
             'CommitPlan': grpc.unary_unary_rpc_method_handler(
                     servicer.CommitPlan,
-                    request_deserializer=payout__manager_dot_proto_dot_accounter_dot_v1_dot_accounter__pb2.CommitPlanRequest.FromString,
-                    response_serializer=payout__manager_dot_proto_dot_accounter_dot_v1_dot_accounter__pb2.PostingPlanLog.SerializeToString,
+                    request_deserializer=accounter_dot_v1_dot_accounter__pb2.CommitPlanRequest.FromString,
+                    response_serializer=accounter_dot_v1_dot_accounter__pb2.PostingPlanLog.SerializeToString,
             ),
             'RollbackPlan': grpc.unary_unary_rpc_method_handler(
                     servicer.RollbackPlan,
-                    request_deserializer=payout__manager_dot_proto_dot_accounter_dot_v1_dot_accounter__pb2.RollbackPlanRequest.FromString,
-                    response_serializer=payout__manager_dot_proto_dot_accounter_dot_v1_dot_accounter__pb2.PostingPlanLog.SerializeToString,
+                    request_deserializer=accounter_dot_v1_dot_accounter__pb2.RollbackPlanRequest.FromString,
+                    response_serializer=accounter_dot_v1_dot_accounter__pb2.PostingPlanLog.SerializeToString,
             ),
             'GetPlan': grpc.unary_unary_rpc_method_handler(
                     servicer.GetPlan,
-                    request_deserializer=payout__manager_dot_proto_dot_accounter_dot_v1_dot_accounter__pb2.GetPlanRequest.FromString,
-                    response_serializer=payout__manager_dot_proto_dot_accounter_dot_v1_dot_accounter__pb2.PostingPlan.SerializeToString,
+                    request_deserializer=accounter_dot_v1_dot_accounter__pb2.GetPlanRequest.FromString,
+                    response_serializer=accounter_dot_v1_dot_accounter__pb2.PostingPlan.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -164,8 +164,8 @@ class Accounter:
             request,
             target,
             '/accounter.v1.Accounter/CreateAccount',
-            payout__manager_dot_proto_dot_accounter_dot_v1_dot_accounter__pb2.CreateAccountRequest.SerializeToString,
-            payout__manager_dot_proto_dot_accounter_dot_v1_dot_accounter__pb2.Account.FromString,
+            accounter_dot_v1_dot_accounter__pb2.CreateAccountRequest.SerializeToString,
+            accounter_dot_v1_dot_accounter__pb2.Account.FromString,
             options,
             channel_credentials,
             insecure,
@@ -191,8 +191,8 @@ class Accounter:
             request,
             target,
             '/accounter.v1.Accounter/GetAccount',
-            payout__manager_dot_proto_dot_accounter_dot_v1_dot_accounter__pb2.GetAccountRequest.SerializeToString,
-            payout__manager_dot_proto_dot_accounter_dot_v1_dot_accounter__pb2.Account.FromString,
+            accounter_dot_v1_dot_accounter__pb2.GetAccountRequest.SerializeToString,
+            accounter_dot_v1_dot_accounter__pb2.Account.FromString,
             options,
             channel_credentials,
             insecure,
@@ -218,8 +218,8 @@ class Accounter:
             request,
             target,
             '/accounter.v1.Accounter/Hold',
-            payout__manager_dot_proto_dot_accounter_dot_v1_dot_accounter__pb2.HoldRequest.SerializeToString,
-            payout__manager_dot_proto_dot_accounter_dot_v1_dot_accounter__pb2.PostingPlanLog.FromString,
+            accounter_dot_v1_dot_accounter__pb2.HoldRequest.SerializeToString,
+            accounter_dot_v1_dot_accounter__pb2.PostingPlanLog.FromString,
             options,
             channel_credentials,
             insecure,
@@ -245,8 +245,8 @@ class Accounter:
             request,
             target,
             '/accounter.v1.Accounter/CommitPlan',
-            payout__manager_dot_proto_dot_accounter_dot_v1_dot_accounter__pb2.CommitPlanRequest.SerializeToString,
-            payout__manager_dot_proto_dot_accounter_dot_v1_dot_accounter__pb2.PostingPlanLog.FromString,
+            accounter_dot_v1_dot_accounter__pb2.CommitPlanRequest.SerializeToString,
+            accounter_dot_v1_dot_accounter__pb2.PostingPlanLog.FromString,
             options,
             channel_credentials,
             insecure,
@@ -272,8 +272,8 @@ class Accounter:
             request,
             target,
             '/accounter.v1.Accounter/RollbackPlan',
-            payout__manager_dot_proto_dot_accounter_dot_v1_dot_accounter__pb2.RollbackPlanRequest.SerializeToString,
-            payout__manager_dot_proto_dot_accounter_dot_v1_dot_accounter__pb2.PostingPlanLog.FromString,
+            accounter_dot_v1_dot_accounter__pb2.RollbackPlanRequest.SerializeToString,
+            accounter_dot_v1_dot_accounter__pb2.PostingPlanLog.FromString,
             options,
             channel_credentials,
             insecure,
@@ -299,8 +299,8 @@ class Accounter:
             request,
             target,
             '/accounter.v1.Accounter/GetPlan',
-            payout__manager_dot_proto_dot_accounter_dot_v1_dot_accounter__pb2.GetPlanRequest.SerializeToString,
-            payout__manager_dot_proto_dot_accounter_dot_v1_dot_accounter__pb2.PostingPlan.FromString,
+            accounter_dot_v1_dot_accounter__pb2.GetPlanRequest.SerializeToString,
+            accounter_dot_v1_dot_accounter__pb2.PostingPlan.FromString,
             options,
             channel_credentials,
             insecure,

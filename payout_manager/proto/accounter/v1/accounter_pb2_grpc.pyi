@@ -5,9 +5,9 @@ Accounter: a double-entry ledger with two-phase posting plans (hold, then commit
 in the manner of shumway.
 """
 
+from payout_manager.proto.accounter.v1 import accounter_pb2 as _accounter_pb2
 from collections import abc as _abc
 from grpc import aio as _aio
-from payout_manager.proto.accounter.v1 import accounter_pb2 as _accounter_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from payout_manager.proto.party_management.v1 import party_management_pb2 as payout__manager_dot_proto_dot_party__management_dot_v1_dot_party__management__pb2
+from payout_manager.proto.party_management.v1 import party_management_pb2 as party__management_dot_v1_dot_party__management__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -36,13 +36,13 @@ class PartyManagementStub:
         """
         self.GetShop = channel.unary_unary(
                 '/party_management.v1.PartyManagement/GetShop',
-                request_serializer=payout__manager_dot_proto_dot_party__management_dot_v1_dot_party__management__pb2.GetShopRequest.SerializeToString,
-                response_deserializer=payout__manager_dot_proto_dot_party__management_dot_v1_dot_party__management__pb2.Shop.FromString,
+                request_serializer=party__management_dot_v1_dot_party__management__pb2.GetShopRequest.SerializeToString,
+                response_deserializer=party__management_dot_v1_dot_party__management__pb2.Shop.FromString,
                 _registered_method=True)
         self.ComputePayoutCashFlow = channel.unary_unary(
                 '/party_management.v1.PartyManagement/ComputePayoutCashFlow',
-                request_serializer=payout__manager_dot_proto_dot_party__management_dot_v1_dot_party__management__pb2.ComputePayoutCashFlowRequest.SerializeToString,
-                response_deserializer=payout__manager_dot_proto_dot_party__management_dot_v1_dot_party__management__pb2.ComputePayoutCashFlowResponse.FromString,
+                request_serializer=party__management_dot_v1_dot_party__management__pb2.ComputePayoutCashFlowRequest.SerializeToString,
+                response_deserializer=party__management_dot_v1_dot_party__management__pb2.ComputePayoutCashFlowResponse.FromString,
                 _registered_method=True)
 
 
@@ -66,13 +66,13 @@ def add_PartyManagementServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'GetShop': grpc.unary_unary_rpc_method_handler(
                     servicer.GetShop,
-                    request_deserializer=payout__manager_dot_proto_dot_party__management_dot_v1_dot_party__management__pb2.GetShopRequest.FromString,
-                    response_serializer=payout__manager_dot_proto_dot_party__management_dot_v1_dot_party__management__pb2.Shop.SerializeToString,
+                    request_deserializer=party__management_dot_v1_dot_party__management__pb2.GetShopRequest.FromString,
+                    response_serializer=party__management_dot_v1_dot_party__management__pb2.Shop.SerializeToString,
             ),
             'ComputePayoutCashFlow': grpc.unary_unary_rpc_method_handler(
                     servicer.ComputePayoutCashFlow,
-                    request_deserializer=payout__manager_dot_proto_dot_party__management_dot_v1_dot_party__management__pb2.ComputePayoutCashFlowRequest.FromString,
-                    response_serializer=payout__manager_dot_proto_dot_party__management_dot_v1_dot_party__management__pb2.ComputePayoutCashFlowResponse.SerializeToString,
+                    request_deserializer=party__management_dot_v1_dot_party__management__pb2.ComputePayoutCashFlowRequest.FromString,
+                    response_serializer=party__management_dot_v1_dot_party__management__pb2.ComputePayoutCashFlowResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -100,8 +100,8 @@ class PartyManagement:
             request,
             target,
             '/party_management.v1.PartyManagement/GetShop',
-            payout__manager_dot_proto_dot_party__management_dot_v1_dot_party__management__pb2.GetShopRequest.SerializeToString,
-            payout__manager_dot_proto_dot_party__management_dot_v1_dot_party__management__pb2.Shop.FromString,
+            party__management_dot_v1_dot_party__management__pb2.GetShopRequest.SerializeToString,
+            party__management_dot_v1_dot_party__management__pb2.Shop.FromString,
             options,
             channel_credentials,
             insecure,
@@ -127,8 +127,8 @@ class PartyManagement:
             request,
             target,
             '/party_management.v1.PartyManagement/ComputePayoutCashFlow',
-            payout__manager_dot_proto_dot_party__management_dot_v1_dot_party__management__pb2.ComputePayoutCashFlowRequest.SerializeToString,
-            payout__manager_dot_proto_dot_party__management_dot_v1_dot_party__management__pb2.ComputePayoutCashFlowResponse.FromString,
+            party__management_dot_v1_dot_party__management__pb2.ComputePayoutCashFlowRequest.SerializeToString,
+            party__management_dot_v1_dot_party__management__pb2.ComputePayoutCashFlowResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from payout_manager.proto.payout_manager.v1 import payout_manager_pb2 as payout__manager_dot_proto_dot_payout__manager_dot_v1_dot_payout__manager__pb2
+from payout_manager.proto.payout_manager.v1 import payout_manager_pb2 as payout__manager_dot_v1_dot_payout__manager__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -36,38 +36,38 @@ class PayoutManagementStub:
         """
         self.CreatePayout = channel.unary_unary(
                 '/payout_manager.v1.PayoutManagement/CreatePayout',
-                request_serializer=payout__manager_dot_proto_dot_payout__manager_dot_v1_dot_payout__manager__pb2.CreatePayoutRequest.SerializeToString,
-                response_deserializer=payout__manager_dot_proto_dot_payout__manager_dot_v1_dot_payout__manager__pb2.Payout.FromString,
+                request_serializer=payout__manager_dot_v1_dot_payout__manager__pb2.CreatePayoutRequest.SerializeToString,
+                response_deserializer=payout__manager_dot_v1_dot_payout__manager__pb2.Payout.FromString,
                 _registered_method=True)
         self.GetPayout = channel.unary_unary(
                 '/payout_manager.v1.PayoutManagement/GetPayout',
-                request_serializer=payout__manager_dot_proto_dot_payout__manager_dot_v1_dot_payout__manager__pb2.GetPayoutRequest.SerializeToString,
-                response_deserializer=payout__manager_dot_proto_dot_payout__manager_dot_v1_dot_payout__manager__pb2.Payout.FromString,
+                request_serializer=payout__manager_dot_v1_dot_payout__manager__pb2.GetPayoutRequest.SerializeToString,
+                response_deserializer=payout__manager_dot_v1_dot_payout__manager__pb2.Payout.FromString,
                 _registered_method=True)
         self.ConfirmPayout = channel.unary_unary(
                 '/payout_manager.v1.PayoutManagement/ConfirmPayout',
-                request_serializer=payout__manager_dot_proto_dot_payout__manager_dot_v1_dot_payout__manager__pb2.ConfirmPayoutRequest.SerializeToString,
-                response_deserializer=payout__manager_dot_proto_dot_payout__manager_dot_v1_dot_payout__manager__pb2.Payout.FromString,
+                request_serializer=payout__manager_dot_v1_dot_payout__manager__pb2.ConfirmPayoutRequest.SerializeToString,
+                response_deserializer=payout__manager_dot_v1_dot_payout__manager__pb2.Payout.FromString,
                 _registered_method=True)
         self.CancelPayout = channel.unary_unary(
                 '/payout_manager.v1.PayoutManagement/CancelPayout',
-                request_serializer=payout__manager_dot_proto_dot_payout__manager_dot_v1_dot_payout__manager__pb2.CancelPayoutRequest.SerializeToString,
-                response_deserializer=payout__manager_dot_proto_dot_payout__manager_dot_v1_dot_payout__manager__pb2.Payout.FromString,
+                request_serializer=payout__manager_dot_v1_dot_payout__manager__pb2.CancelPayoutRequest.SerializeToString,
+                response_deserializer=payout__manager_dot_v1_dot_payout__manager__pb2.Payout.FromString,
                 _registered_method=True)
         self.MarkPayoutPaid = channel.unary_unary(
                 '/payout_manager.v1.PayoutManagement/MarkPayoutPaid',
-                request_serializer=payout__manager_dot_proto_dot_payout__manager_dot_v1_dot_payout__manager__pb2.MarkPayoutPaidRequest.SerializeToString,
-                response_deserializer=payout__manager_dot_proto_dot_payout__manager_dot_v1_dot_payout__manager__pb2.Payout.FromString,
+                request_serializer=payout__manager_dot_v1_dot_payout__manager__pb2.MarkPayoutPaidRequest.SerializeToString,
+                response_deserializer=payout__manager_dot_v1_dot_payout__manager__pb2.Payout.FromString,
                 _registered_method=True)
         self.ListPayouts = channel.unary_unary(
                 '/payout_manager.v1.PayoutManagement/ListPayouts',
-                request_serializer=payout__manager_dot_proto_dot_payout__manager_dot_v1_dot_payout__manager__pb2.ListPayoutsRequest.SerializeToString,
-                response_deserializer=payout__manager_dot_proto_dot_payout__manager_dot_v1_dot_payout__manager__pb2.ListPayoutsResponse.FromString,
+                request_serializer=payout__manager_dot_v1_dot_payout__manager__pb2.ListPayoutsRequest.SerializeToString,
+                response_deserializer=payout__manager_dot_v1_dot_payout__manager__pb2.ListPayoutsResponse.FromString,
                 _registered_method=True)
         self.GetPayoutEvents = channel.unary_unary(
                 '/payout_manager.v1.PayoutManagement/GetPayoutEvents',
-                request_serializer=payout__manager_dot_proto_dot_payout__manager_dot_v1_dot_payout__manager__pb2.GetPayoutEventsRequest.SerializeToString,
-                response_deserializer=payout__manager_dot_proto_dot_payout__manager_dot_v1_dot_payout__manager__pb2.GetPayoutEventsResponse.FromString,
+                request_serializer=payout__manager_dot_v1_dot_payout__manager__pb2.GetPayoutEventsRequest.SerializeToString,
+                response_deserializer=payout__manager_dot_v1_dot_payout__manager__pb2.GetPayoutEventsResponse.FromString,
                 _registered_method=True)
 
 
@@ -121,38 +121,38 @@ def add_PayoutManagementServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'CreatePayout': grpc.unary_unary_rpc_method_handler(
                     servicer.CreatePayout,
-                    request_deserializer=payout__manager_dot_proto_dot_payout__manager_dot_v1_dot_payout__manager__pb2.CreatePayoutRequest.FromString,
-                    response_serializer=payout__manager_dot_proto_dot_payout__manager_dot_v1_dot_payout__manager__pb2.Payout.SerializeToString,
+                    request_deserializer=payout__manager_dot_v1_dot_payout__manager__pb2.CreatePayoutRequest.FromString,
+                    response_serializer=payout__manager_dot_v1_dot_payout__manager__pb2.Payout.SerializeToString,
             ),
             'GetPayout': grpc.unary_unary_rpc_method_handler(
                     servicer.GetPayout,
-                    request_deserializer=payout__manager_dot_proto_dot_payout__manager_dot_v1_dot_payout__manager__pb2.GetPayoutRequest.FromString,
-                    response_serializer=payout__manager_dot_proto_dot_payout__manager_dot_v1_dot_payout__manager__pb2.Payout.SerializeToString,
+                    request_deserializer=payout__manager_dot_v1_dot_payout__manager__pb2.GetPayoutRequest.FromString,
+                    response_serializer=payout__manager_dot_v1_dot_payout__manager__pb2.Payout.SerializeToString,
             ),
             'ConfirmPayout': grpc.unary_unary_rpc_method_handler(
                     servicer.ConfirmPayout,
-                    request_deserializer=payout__manager_dot_proto_dot_payout__manager_dot_v1_dot_payout__manager__pb2.ConfirmPayoutRequest.FromString,
-                    response_serializer=payout__manager_dot_proto_dot_payout__manager_dot_v1_dot_payout__manager__pb2.Payout.SerializeToString,
+                    request_deserializer=payout__manager_dot_v1_dot_payout__manager__pb2.ConfirmPayoutRequest.FromString,
+                    response_serializer=payout__manager_dot_v1_dot_payout__manager__pb2.Payout.SerializeToString,
             ),
             'CancelPayout': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelPayout,
-                    request_deserializer=payout__manager_dot_proto_dot_payout__manager_dot_v1_dot_payout__manager__pb2.CancelPayoutRequest.FromString,
-                    response_serializer=payout__manager_dot_proto_dot_payout__manager_dot_v1_dot_payout__manager__pb2.Payout.SerializeToString,
+                    request_deserializer=payout__manager_dot_v1_dot_payout__manager__pb2.CancelPayoutRequest.FromString,
+                    response_serializer=payout__manager_dot_v1_dot_payout__manager__pb2.Payout.SerializeToString,
             ),
             'MarkPayoutPaid': grpc.unary_unary_rpc_method_handler(
                     servicer.MarkPayoutPaid,
-                    request_deserializer=payout__manager_dot_proto_dot_payout__manager_dot_v1_dot_payout__manager__pb2.MarkPayoutPaidRequest.FromString,
-                    response_serializer=payout__manager_dot_proto_dot_payout__manager_dot_v1_dot_payout__manager__pb2.Payout.SerializeToString,
+                    request_deserializer=payout__manager_dot_v1_dot_payout__manager__pb2.MarkPayoutPaidRequest.FromString,
+                    response_serializer=payout__manager_dot_v1_dot_payout__manager__pb2.Payout.SerializeToString,
             ),
             'ListPayouts': grpc.unary_unary_rpc_method_handler(
                     servicer.ListPayouts,
-                    request_deserializer=payout__manager_dot_proto_dot_payout__manager_dot_v1_dot_payout__manager__pb2.ListPayoutsRequest.FromString,
-                    response_serializer=payout__manager_dot_proto_dot_payout__manager_dot_v1_dot_payout__manager__pb2.ListPayoutsResponse.SerializeToString,
+                    request_deserializer=payout__manager_dot_v1_dot_payout__manager__pb2.ListPayoutsRequest.FromString,
+                    response_serializer=payout__manager_dot_v1_dot_payout__manager__pb2.ListPayoutsResponse.SerializeToString,
             ),
             'GetPayoutEvents': grpc.unary_unary_rpc_method_handler(
                     servicer.GetPayoutEvents,
-                    request_deserializer=payout__manager_dot_proto_dot_payout__manager_dot_v1_dot_payout__manager__pb2.GetPayoutEventsRequest.FromString,
-                    response_serializer=payout__manager_dot_proto_dot_payout__manager_dot_v1_dot_payout__manager__pb2.GetPayoutEventsResponse.SerializeToString,
+                    request_deserializer=payout__manager_dot_v1_dot_payout__manager__pb2.GetPayoutEventsRequest.FromString,
+                    response_serializer=payout__manager_dot_v1_dot_payout__manager__pb2.GetPayoutEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -180,8 +180,8 @@ class PayoutManagement:
             request,
             target,
             '/payout_manager.v1.PayoutManagement/CreatePayout',
-            payout__manager_dot_proto_dot_payout__manager_dot_v1_dot_payout__manager__pb2.CreatePayoutRequest.SerializeToString,
-            payout__manager_dot_proto_dot_payout__manager_dot_v1_dot_payout__manager__pb2.Payout.FromString,
+            payout__manager_dot_v1_dot_payout__manager__pb2.CreatePayoutRequest.SerializeToString,
+            payout__manager_dot_v1_dot_payout__manager__pb2.Payout.FromString,
             options,
             channel_credentials,
             insecure,
@@ -207,8 +207,8 @@ class PayoutManagement:
             request,
             target,
             '/payout_manager.v1.PayoutManagement/GetPayout',
-            payout__manager_dot_proto_dot_payout__manager_dot_v1_dot_payout__manager__pb2.GetPayoutRequest.SerializeToString,
-            payout__manager_dot_proto_dot_payout__manager_dot_v1_dot_payout__manager__pb2.Payout.FromString,
+            payout__manager_dot_v1_dot_payout__manager__pb2.GetPayoutRequest.SerializeToString,
+            payout__manager_dot_v1_dot_payout__manager__pb2.Payout.FromString,
             options,
             channel_credentials,
             insecure,
@@ -234,8 +234,8 @@ class PayoutManagement:
             request,
             target,
             '/payout_manager.v1.PayoutManagement/ConfirmPayout',
-            payout__manager_dot_proto_dot_payout__manager_dot_v1_dot_payout__manager__pb2.ConfirmPayoutRequest.SerializeToString,
-            payout__manager_dot_proto_dot_payout__manager_dot_v1_dot_payout__manager__pb2.Payout.FromString,
+            payout__manager_dot_v1_dot_payout__manager__pb2.ConfirmPayoutRequest.SerializeToString,
+            payout__manager_dot_v1_dot_payout__manager__pb2.Payout.FromString,
             options,
             channel_credentials,
             insecure,
@@ -261,8 +261,8 @@ class PayoutManagement:
             request,
             target,
             '/payout_manager.v1.PayoutManagement/CancelPayout',
-            payout__manager_dot_proto_dot_payout__manager_dot_v1_dot_payout__manager__pb2.CancelPayoutRequest.SerializeToString,
-            payout__manager_dot_proto_dot_payout__manager_dot_v1_dot_payout__manager__pb2.Payout.FromString,
+            payout__manager_dot_v1_dot_payout__manager__pb2.CancelPayoutRequest.SerializeToString,
+            payout__manager_dot_v1_dot_payout__manager__pb2.Payout.FromString,
             options,
             channel_credentials,
             insecure,
@@ -288,8 +288,8 @@ class PayoutManagement:
             request,
             target,
             '/payout_manager.v1.PayoutManagement/MarkPayoutPaid',
-            payout__manager_dot_proto_dot_payout__manager_dot_v1_dot_payout__manager__pb2.MarkPayoutPaidRequest.SerializeToString,
-            payout__manager_dot_proto_dot_payout__manager_dot_v1_dot_payout__manager__pb2.Payout.FromString,
+            payout__manager_dot_v1_dot_payout__manager__pb2.MarkPayoutPaidRequest.SerializeToString,
+            payout__manager_dot_v1_dot_payout__manager__pb2.Payout.FromString,
             options,
             channel_credentials,
             insecure,
@@ -315,8 +315,8 @@ class PayoutManagement:
             request,
             target,
             '/payout_manager.v1.PayoutManagement/ListPayouts',
-            payout__manager_dot_proto_dot_payout__manager_dot_v1_dot_payout__manager__pb2.ListPayoutsRequest.SerializeToString,
-            payout__manager_dot_proto_dot_payout__manager_dot_v1_dot_payout__manager__pb2.ListPayoutsResponse.FromString,
+            payout__manager_dot_v1_dot_payout__manager__pb2.ListPayoutsRequest.SerializeToString,
+            payout__manager_dot_v1_dot_payout__manager__pb2.ListPayoutsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -342,8 +342,8 @@ class PayoutManagement:
             request,
             target,
             '/payout_manager.v1.PayoutManagement/GetPayoutEvents',
-            payout__manager_dot_proto_dot_payout__manager_dot_v1_dot_payout__manager__pb2.GetPayoutEventsRequest.SerializeToString,
-            payout__manager_dot_proto_dot_payout__manager_dot_v1_dot_payout__manager__pb2.GetPayoutEventsResponse.FromString,
+            payout__manager_dot_v1_dot_payout__manager__pb2.GetPayoutEventsRequest.SerializeToString,
+            payout__manager_dot_v1_dot_payout__manager__pb2.GetPayoutEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,
