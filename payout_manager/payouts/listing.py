@@ -1,7 +1,10 @@
 """The page token of ListPayouts: an opaque, filter-bound keyset cursor.
 
 The token holds where the last page ended (created_at, payout_id) and a fingerprint of the filter
-it was made for, so a token reused with other filters is refused instead of paging wrongly.
+it was made for, so a token reused with other filters is refused instead of paging wrongly, and a
+checksum of both, so a token changed in any character (mistyped, cut, mangled in a log) is refused
+instead of paging from somewhere else. The checksum is not a signature: a caller who forges a token
+can only seek within what its own filters already show.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from payout_manager.storage.payouts import Cursor, PayoutFilter
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Ours are at most about 1100 characters (64 escaped astral characters); longer ones are not ours.
 MAX_TOKEN_LENGTH = 2048
+# Hex digits of SHA-256 kept: enough that a changed token matching by chance is not a worry.
+_CHECKSUM_LENGTH = 16
 
 
 def _fingerprint(where: PayoutFilter) -> str:
@@ -43,10 +48,19 @@ def _storable(text: str) -> bool:
     return "\x00" not in text
 
 
+def _checksum(body: str) -> str:
+    return hashlib.sha256(body.encode()).hexdigest()[:_CHECKSUM_LENGTH]
+
+
+def seal(body: str) -> str:
+    """`body` (the base64 of the token's JSON) with its checksum: the token as it is handed out."""
+    return f"{body}.{_checksum(body)}"
+
+
 def encode(cursor: Cursor, where: PayoutFilter) -> str:
     micros = (cursor.created_at - _EPOCH) // timedelta(microseconds=1)
     raw = json.dumps({"t": micros, "id": cursor.payout_id, "f": _fingerprint(where)}, separators=(",", ":"))
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+    return seal(base64.urlsafe_b64encode(raw.encode()).decode().rstrip("="))
 
 
 def decode(token: str, where: PayoutFilter) -> Cursor:
@@ -56,10 +70,11 @@ def decode(token: str, where: PayoutFilter) -> Cursor:
         "page_token is not one this service made for these filters",
         (FieldViolation("page_token", "must be a next_page_token returned for the same filters"),),
     )
-    if len(token) > MAX_TOKEN_LENGTH:
+    body, _, checksum = token.rpartition(".")
+    if len(token) > MAX_TOKEN_LENGTH or checksum != _checksum(body):
         raise refusal
     try:
-        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        data = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
         micros, payout_id, fingerprint = data["t"], data["id"], data["f"]
         valid = (
             type(micros) is int
