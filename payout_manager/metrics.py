@@ -24,6 +24,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Connection, Engine, Row, event, text
 
 from payout_manager.errors import Refusal
+from payout_manager.payouts.model import PayoutStatus
 from payout_manager.storage.database import Database, create_database_engine
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ _OUTBOX = text(
     FROM payout_event_outbox o JOIN payout_event e ON e.id = o.event_row_id
     """
 )
-PAYOUT_STATUSES = ("UNPAID", "PAID", "CONFIRMED", "CANCELLED")
+PAYOUT_STATUSES = tuple(status.value for status in PayoutStatus)
 
 
 class CallMetrics:

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+from payout_manager.accounting.rules import PlanStatus
 from payout_manager.errors import Reason, Refusal
 from payout_manager.payouts.cash_flow import CashFlowPosting
 
@@ -39,6 +40,42 @@ TRANSITIONS: dict[tuple[PayoutStatus, PayoutStatus], Accounting] = {
     (PayoutStatus.PAID, PayoutStatus.CANCELLED): Accounting.ROLLBACK,
     (PayoutStatus.CONFIRMED, PayoutStatus.CANCELLED): Accounting.REVERT,
 }
+
+
+# A payout's plan and its revert plan (None: not made), as its status leaves them.
+Books = tuple[PlanStatus, PlanStatus | None]
+BooksOfStatus = tuple[PayoutStatus, PlanStatus, PlanStatus | None]
+
+
+def _books_after(accounting: Accounting, books: Books) -> Books:
+    plan, revert = books
+    if accounting is Accounting.COMMIT:
+        return PlanStatus.COMMITTED, revert
+    if accounting is Accounting.ROLLBACK:
+        return PlanStatus.ROLLED_BACK, revert
+    if accounting is Accounting.REVERT:
+        return plan, PlanStatus.COMMITTED  # the revert plan is held and committed at once
+    return books
+
+
+def books_by_status() -> frozenset[BooksOfStatus]:
+    """Every (status, plan, revert plan) a payout can be in: from creation, through TRANSITIONS.
+
+    The books audit's rule, derived rather than written again, so a new status or transition
+    cannot leave it stale.
+    """
+    created: BooksOfStatus = (PayoutStatus.UNPAID, PlanStatus.HOLD, None)
+    reached = {created}
+    frontier = [created]
+    while frontier:
+        status, plan, revert = frontier.pop()
+        for (source, target), accounting in TRANSITIONS.items():
+            if source is status:
+                after: BooksOfStatus = (target, *_books_after(accounting, (plan, revert)))
+                if after not in reached:
+                    reached.add(after)
+                    frontier.append(after)
+    return frozenset(reached)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import Connection, text
 
+from payout_manager.payouts.model import books_by_status
 from payout_manager.storage.database import Database, create_database_engine
 
 _UNBALANCED = text(
@@ -43,8 +44,6 @@ _SLOTS_AGAINST_PLANS = text(
     """
 )
 
-# UNPAID and PAID hold their plan; CONFIRMED committed it; CANCELLED rolled it back, or committed
-# it and committed its revert plan too.
 _PLANS_AGAINST_STATUS = text(
     """
     SELECT p.payout_id, p.status, coalesce(plan.status, '-') AS plan, coalesce(revert.status, '-') AS revert
@@ -53,8 +52,7 @@ _PLANS_AGAINST_STATUS = text(
     LEFT JOIN posting_plan revert ON revert.id = 'revert_payout_' || p.payout_id
     WHERE (CAST(:ids AS text[]) IS NULL OR p.payout_id = ANY(:ids))
       AND (p.status, coalesce(plan.status, '-'), coalesce(revert.status, '-')) NOT IN (
-          ('UNPAID', 'HOLD', '-'), ('PAID', 'HOLD', '-'), ('CONFIRMED', 'COMMITTED', '-'),
-          ('CANCELLED', 'ROLLED_BACK', '-'), ('CANCELLED', 'COMMITTED', 'COMMITTED'))
+          SELECT * FROM unnest(CAST(:statuses AS text[]), CAST(:plans AS text[]), CAST(:reverts AS text[])))
     ORDER BY p.payout_id
     """
 )
@@ -70,6 +68,16 @@ _EVENT_GAPS = text(
     ORDER BY p.payout_id
     """
 )
+
+
+# What each status may leave of the payout's plans (UNPAID holds its plan, CONFIRMED committed it,
+# a revert committed both, ...), from the transition table; '-' where a plan was never made.
+_ALLOWED = sorted(books_by_status(), key=lambda books: [str(part) for part in books])
+_ALLOWED_BOOKS = {
+    "statuses": [status.value for status, _, _ in _ALLOWED],
+    "plans": [plan.value for _, plan, _ in _ALLOWED],
+    "reverts": [revert.value if revert else "-" for _, _, revert in _ALLOWED],
+}
 
 
 def unbalanced_currencies(connection: Connection) -> list[tuple[str, int]]:
@@ -91,7 +99,7 @@ def payouts_whose_plans_disagree(
 ) -> list[tuple[str, str, str, str]]:
     """(payout id, status, plan status, revert plan status) of payouts whose plans contradict them."""
     rows = connection.execute(
-        _PLANS_AGAINST_STATUS, {"ids": None if payout_ids is None else list(payout_ids)}
+        _PLANS_AGAINST_STATUS, {"ids": None if payout_ids is None else list(payout_ids), **_ALLOWED_BOOKS}
     )
     return [(row.payout_id, row.status, row.plan, row.revert) for row in rows]
 

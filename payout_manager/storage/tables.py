@@ -25,6 +25,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
+from payout_manager.payouts.model import PayoutStatus
+
 metadata = MetaData(
     naming_convention={
         "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -135,7 +137,7 @@ payout = Table(
     Column("metadata", JSONB, nullable=False),
     Column("cancel_details", Text, nullable=False, server_default=text("''")),
     Column("revision", BigInteger, nullable=False),
-    CheckConstraint("status IN ('UNPAID', 'PAID', 'CONFIRMED', 'CANCELLED')", name="status"),
+    CheckConstraint(f"status IN ({', '.join(repr(status.value) for status in PayoutStatus)})", name="status"),
     Index("ix_payout_created", text("created_at DESC"), text("payout_id DESC")),
     Index(
         "ix_payout_party_shop_created", "party_id", "shop_id", text("created_at DESC"), text("payout_id DESC")

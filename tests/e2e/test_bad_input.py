@@ -38,6 +38,7 @@ from support.strategies import (
 )
 from support.world import Shop, World
 
+from payout_manager.payouts import listing
 from payout_manager.proto.accounter.v1 import accounter_pb2 as acc_pb
 from payout_manager.proto.accounter.v1 import accounter_pb2_grpc
 from payout_manager.proto.party_management.v1 import party_management_pb2 as party_pb
@@ -367,12 +368,14 @@ def statuses() -> st.SearchStrategy[list[int]]:
 
 
 def _token(data: object) -> str:
-    return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+    """`data` framed as the server frames a page token, checksum included."""
+    return listing.seal(base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("="))
 
 
 def _tampered(token: str, changes: dict[str, object], dropped: list[str]) -> str:
     """A real page token with its fields replaced or removed, framed as the server frames them."""
-    data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    body = token.rpartition(".")[0]
+    data = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
     data.update(changes)
     for key in dropped:
         data.pop(key, None)

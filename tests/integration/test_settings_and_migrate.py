@@ -7,6 +7,7 @@ PM_* variable except the ones a test sets.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -21,9 +22,11 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from support.books import dsn
 from support.processes import free_port
 
 from payout_manager import settings
+from payout_manager.payouts.model import PayoutStatus
 from payout_manager.settings import Settings, SettingsError
 from payout_manager.storage import audit, migrations, tables
 from payout_manager.storage.database import create_database_engine
@@ -458,3 +461,17 @@ def test_downgrading_refuses_while_an_account_has_several_slots(fresh_database_u
         command.downgrade(migrations.alembic_config(fresh_database_url), "0002")
 
     assert schema(fresh_database_url)[1] == [head_revision()]
+
+
+def test_the_migrated_status_constraint_allows_exactly_the_payout_statuses(fresh_database_url: str) -> None:
+    migrations.upgrade(fresh_database_url)
+    with psycopg2.connect(dsn(fresh_database_url)) as connection, connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_get_constraintdef(oid) FROM pg_constraint"
+            " WHERE conrelid = 'payout'::regclass AND conname = 'ck_payout_status'"
+        )
+        row = cursor.fetchone()
+
+    assert row is not None, "the payout table has no status constraint"
+    # A status added to the enum without a migration (or the reverse) fails here.
+    assert set(re.findall(r"'(\w+)'", row[0])) == {status.value for status in PayoutStatus}

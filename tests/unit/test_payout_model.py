@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from payout_manager.accounting.rules import PlanStatus
 from payout_manager.errors import Code, Reason, Refusal
 from payout_manager.payouts import model
 from payout_manager.payouts.cash_flow import (
@@ -146,6 +147,24 @@ def test_a_create_differing_from_the_first_is_not_a_repeat(other: PayoutRequest)
 def test_the_table_covers_every_pair_of_statuses() -> None:
     assert len(ALL_PAIRS) == 16
     assert (len(ALLOWED), len(SAME), len(REFUSED)) == (6, 4, 6)
+
+
+def test_the_books_each_status_allows_follow_from_the_transition_table() -> None:
+    hold, committed, rolled_back = PlanStatus.HOLD, PlanStatus.COMMITTED, PlanStatus.ROLLED_BACK
+
+    # SPEC 1.1's accounting column, walked from a new payout: a confirm commits the plan, a cancel
+    # rolls it back, a cancel after a confirm also holds and commits the revert plan.
+    assert model.books_by_status() == {
+        (UNPAID, hold, None),
+        (PAID, hold, None),
+        (CONFIRMED, committed, None),
+        (CANCELLED, rolled_back, None),
+        (CANCELLED, committed, committed),
+    }
+
+
+def test_every_status_is_reachable_from_a_new_payout() -> None:
+    assert {status for status, _, _ in model.books_by_status()} == set(PayoutStatus)
 
 
 @pytest.mark.parametrize("pair", list(ALLOWED), ids=pair_id)
