@@ -1,6 +1,7 @@
 # payout-manager: `docker build -t payout-manager .`, then see docker-compose.yml for the whole stack.
 
-# Build: the project and its pinned dependencies (no dev extras, no embedded PostgreSQL) in a venv.
+# Build: the project's wheel (migrations included), installed with its pinned dependencies (no dev
+# extras, no embedded PostgreSQL) in a venv.
 FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
@@ -8,14 +9,14 @@ WORKDIR /src
 COPY pyproject.toml ./
 COPY payout_manager ./payout_manager
 COPY clients ./clients
-RUN /opt/venv/bin/pip install .
+# payout_manager/migrations links to this folder; the wheel takes a copy.
+COPY migrations ./migrations
+RUN /opt/venv/bin/pip wheel --no-deps --wheel-dir /wheels .
+RUN /opt/venv/bin/pip install /wheels/payout_manager-*.whl
 
 # Run: the venv alone, as a user without privileges.
 FROM python:3.11-slim
 COPY --from=build /opt/venv /opt/venv
-# `migrate` reads the migrations/ folder beside the installed package (payout_manager.storage.migrations),
-# and the wheel does not carry it.
-COPY migrations /opt/venv/lib/python3.11/site-packages/migrations
 COPY docker/healthcheck.py docker/seed.py /opt/payout-manager/
 RUN useradd --system --uid 10001 --no-create-home payout
 USER payout

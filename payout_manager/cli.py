@@ -70,8 +70,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> None:
         except OperationalError as error:
             # psycopg2's first line names host and port, never the password.
             reason = str(error.orig).strip().splitlines()[0] if error.orig else "unknown error"
-            print(f"payout-manager: cannot migrate, the database is unreachable: {reason}", file=sys.stderr)
-            raise SystemExit(1) from None
+            raise SettingsError(f"cannot migrate, the database is unreachable: {reason}") from None
     elif args.command == "serve":
         from payout_manager.api import server
 

@@ -1,4 +1,9 @@
-"""`payout-manager migrate`: Alembic, driven from code with the migrations/ folder of the project."""
+"""`payout-manager migrate`: Alembic, driven from code, with the migrations the package carries.
+
+The repository keeps them in its top-level migrations/ folder; payout_manager/migrations links to
+it, so a source checkout, an editable install and the wheel (which holds a copy) all find them at
+the same place beside the package.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,14 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent.parent / "migrations"
+from payout_manager.settings import SettingsError
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
 def alembic_config(database_url: str) -> Config:
+    if not (MIGRATIONS_DIR / "env.py").is_file():
+        raise SettingsError(f"the migrations are missing from {MIGRATIONS_DIR}: reinstall payout-manager")
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     # Alembic's config is ConfigParser-based: a literal '%' in a password must be doubled.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import re
 import shlex
 import shutil
@@ -39,7 +40,6 @@ from payout_manager.storage import migrations
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = "payout-manager"
 # Where the image's venv keeps its packages: /opt/venv with the Python of `FROM python:3.11-slim`.
-SITE_PACKAGES = PurePosixPath("/opt/venv/lib/python3.11/site-packages")
 
 
 # --- the Dockerfile, as (instruction, arguments) pairs per stage ---
@@ -125,7 +125,10 @@ def test_the_image_is_built_in_two_slim_stages_and_runs_as_a_user_without_privil
         "the project is installed in the build stage"
     )
     (install,) = [arguments for name, arguments in stages[0] if name == "RUN" and "pip install" in arguments]
-    assert install.split()[-1] == ".", "no extras: neither dev nor the embedded PostgreSQL"
+    wheel = install.split()[-1]
+    assert wheel.endswith(".whl") and "[" not in wheel, (
+        "the wheel alone: neither dev nor the embedded PostgreSQL"
+    )
 
 
 def test_the_entry_point_is_the_project_script_and_the_default_command_is_serve() -> None:
@@ -155,10 +158,14 @@ def test_every_file_the_image_copies_exists_and_is_not_ignored() -> None:
         assert source.split("/")[0] not in ignored, source
 
 
-def test_migrations_land_where_the_installed_package_looks_for_them() -> None:
-    # payout_manager.storage.migrations finds the folder beside the package; the wheel lacks it.
-    package_root = Path(payout_manager.__file__).resolve().parent.parent
-    assert image_copies()["migrations"] == SITE_PACKAGES / migrations.MIGRATIONS_DIR.relative_to(package_root)
+def test_the_wheel_is_built_with_the_migrations_the_package_links_to() -> None:
+    build_sources = [arguments.split()[0] for name, arguments in dockerfile_stages()[0] if name == "COPY"]
+    link = Path(payout_manager.__file__).parent / "migrations"
+    assert link.is_symlink()
+    assert (link.parent / os.readlink(link)).resolve() == (ROOT / "migrations").resolve()
+    # The link resolves in the build stage, and nothing is copied beside the installed package.
+    assert "migrations" in build_sources
+    assert not [source for source in image_copies() if "migrations" in source]
 
 
 def test_the_healthcheck_runs_the_copied_script_on_grpc_health() -> None:

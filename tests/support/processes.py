@@ -20,14 +20,24 @@ __all__ = ["Process", "free_port", "signal_name", "wait_until_listening", "wait_
 class Process:
     """A `payout-manager` subprocess with its output in a log file."""
 
-    def __init__(self, args: Sequence[str], env: Mapping[str, str], log_path: Path) -> None:
+    def __init__(
+        self,
+        args: Sequence[str],
+        env: Mapping[str, str],
+        log_path: Path,
+        *,
+        program: Sequence[str] = (sys.executable, "-m", "payout_manager"),
+        cwd: Path | None = None,
+    ) -> None:
+        """`program` is how to run payout-manager: by default this venv's, from the source tree."""
         self.log_path = log_path
         self._log = log_path.open("wb")
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", "payout_manager", *args],
+            [*program, *args],
             env={**os.environ, **env},
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            cwd=cwd,
         )
 
     def output(self) -> str:
