@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 
 ## run: PostgreSQL from the wheel, migrations, the reference PartyManagement server with demo accounts, and serve
 run: $(STAMP)
-	$(BIN)/payout-manager demo
+	$(BIN)/python -m local_stack
 
 ## test: every test, lint and type checks
 test: $(STAMP) lint

@@ -33,7 +33,7 @@ from benchmarks.profile import Profile
 from benchmarks.scenarios import Bench, create_over_shops, create_then_confirm, hot_shop
 from benchmarks.stack import Running, running
 from benchmarks.topic import TopicReader, stored_events, topic_problems
-from payout_manager.local_kafka import KAFKA_VERSION
+from local_stack.kafka import KAFKA_VERSION
 from payout_manager.storage.audit import audit_books
 
 SHOPS = 1000

@@ -22,8 +22,8 @@ from pathlib import Path
 
 from sqlalchemy import Connection
 
+from local_stack.postgres import create_database, postgres_bin_dir
 from payout_manager.accounting.rules import Batch, Posting
-from payout_manager.local_postgres import create_database, postgres_bin_dir
 from payout_manager.storage import migrations
 from payout_manager.storage.database import Database, create_database_engine
 from payout_manager.storage.ledger import Ledger

@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from clients.party_management.config import EXAMPLE_TERMS
+from local_stack.kafka import LocalKafka, java_available
+from local_stack.ports import free_port
+from local_stack.postgres import LocalPostgres
 from payout_manager.accounting.rules import Batch, Posting
 from payout_manager.api.health import wait_until_serving
-from payout_manager.local_kafka import LocalKafka, java_available
-from payout_manager.local_postgres import LocalPostgres
-from payout_manager.ports import free_port
 from payout_manager.storage import migrations
 from payout_manager.storage.database import Database, create_database_engine
 from payout_manager.storage.ledger import Ledger

@@ -37,12 +37,6 @@ def _parser() -> argparse.ArgumentParser:
     events.add_argument("--max-events", type=int, help="stop after printing this many events")
     events.add_argument("--idle-timeout", type=float, help="stop when no event arrives for this many seconds")
 
-    demo = commands.add_parser(
-        "demo",
-        help="PostgreSQL from the wheel, migrations, a funded demo shop, PartyManagement and serve",
-    )
-    demo.add_argument("--data-dir", type=Path, default=Path(".demo"), help="where the demo keeps its state")
-    demo.add_argument("--kafka-port", type=int, default=9092, help="port of the local Kafka broker it starts")
     return parser
 
 
@@ -107,9 +101,3 @@ def _run(args: argparse.Namespace, settings: Settings) -> None:
             idle_timeout=args.idle_timeout,
         )
         raise SystemExit(consumer.run(options))
-    elif args.command == "demo":
-        from payout_manager import demo
-
-        if not 0 < args.kafka_port <= 65535:
-            raise SettingsError("--kafka-port is malformed: it must be a port number")
-        demo.run(args.data_dir, settings, kafka_port=args.kafka_port)

@@ -26,7 +26,7 @@ from support.processes import Process, free_port, signal_name, wait_until_listen
 from support.serving import start_serve  # noqa: F401 (a fixture: importing it here registers it)
 from support.world import World
 
-from payout_manager.local_postgres import LocalPostgres, create_database
+from local_stack.postgres import LocalPostgres, create_database
 from payout_manager.proto.accounter.v1 import accounter_pb2_grpc
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2_grpc
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from support.tools import ensure_tool
 
-from payout_manager.local_kafka import java_available
+from local_stack.kafka import java_available
 
 ROOT = Path(__file__).resolve().parents[2]
 # Where `make tools` puts ghz, and where the benchmark looks first.

@@ -23,7 +23,7 @@ from support.kafka import TEST_KAFKA_VARIABLE, KafkaSource, TestKafka
 from support.load import Load
 from support.postgres import scratch_postgres
 
-from payout_manager.local_postgres import LocalPostgres
+from local_stack.postgres import LocalPostgres
 from payout_manager.proto.accounter.v1 import accounter_pb2 as accounter_pb
 from payout_manager.proto.accounter.v1 import accounter_pb2_grpc
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2 as pb

@@ -1,4 +1,4 @@
-"""The quick start's first command, `payout-manager demo`, from an empty data directory.
+"""The quick start's first command, the demo (`python -m local_stack`), from an empty data directory.
 
 With a JDK it starts a local Kafka and publishes; without one it says so and serves anyway, the
 events waiting in the database.
@@ -20,7 +20,7 @@ from support.demo import start_demo
 from support.payouts import confirm, create
 from support.processes import free_port
 
-from payout_manager.local_kafka import java_available
+from local_stack.kafka import java_available
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2 as pb
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2_grpc
 

@@ -1,4 +1,4 @@
-"""The README's "Calling it" session, run as written against a real `payout-manager demo`.
+"""The README's "Calling it" session, run as written against a real demo (`python -m local_stack`).
 
 The commands come from README.md itself: the ```sh block under "## Calling it" (grpcurl, pinned
 in the Makefile, `go install`ed into .tools/bin) and the events block after it. Editing the README
@@ -29,7 +29,7 @@ from support.demo import start_demo
 from support.processes import Process
 from support.tools import ensure_tool
 
-from payout_manager.local_kafka import java_available
+from local_stack.kafka import java_available
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
@@ -228,7 +228,7 @@ def grpcurl() -> None:
 
 @pytest.fixture(scope="module")
 def demo(grpcurl: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
-    """`payout-manager demo` from an empty data directory, on free ports (Kafka when a JDK is here)."""
+    """The demo from an empty data directory, on free ports (Kafka when a JDK is here)."""
     process, address, kafka_port = start_demo(tmp_path_factory.mktemp("readme-demo"))
     yield Demo(process, address, f"127.0.0.1:{kafka_port}")
     process.stop(signal.SIGINT, timeout=60)

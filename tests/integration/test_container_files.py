@@ -32,8 +32,8 @@ from support.processes import Process, free_port, wait_until_serving
 
 import payout_manager
 from clients.party_management import config as party_config
+from local_stack.kafka import KAFKA_VERSION
 from payout_manager import cli, settings
-from payout_manager.local_kafka import KAFKA_VERSION
 from payout_manager.proto.accounter.v1 import accounter_pb2, accounter_pb2_grpc
 from payout_manager.storage import migrations
 

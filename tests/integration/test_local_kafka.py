@@ -16,7 +16,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 from support.kafka import KafkaSource, TestKafka
 
-from payout_manager.local_kafka import (
+from local_stack.kafka import (
     KAFKA_VERSION,
     POM,
     LocalKafka,
@@ -192,7 +192,7 @@ def test_a_killed_broker_starts_again_with_its_data(tmp_path: Path) -> None:
         broker.kill()
         assert not broker.running
 
-        # As `payout-manager demo` does on every run: free ports, most likely other ones.
+        # As the demo (`python -m local_stack`) does on every run: free ports, most likely other ones.
         broker = LocalKafka.start(tmp_path / "kafka")
 
         assert consume(broker.bootstrap_servers, "payouts", "pm-test", 1) == [(b"payout-1", b"kept")]

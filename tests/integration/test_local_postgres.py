@@ -13,7 +13,7 @@ import psycopg2
 import pytest
 from support.postgres import docker_engine_answers
 
-from payout_manager.local_postgres import LocalPostgres, LocalPostgresError
+from local_stack.postgres import LocalPostgres, LocalPostgresError
 
 
 def server_version(url: str) -> str:

@@ -18,9 +18,9 @@ from support.books import dsn
 from support.events import TopicReader, sequences, wait_for_empty_outbox
 from support.kafka import TestKafka
 
+from local_stack.postgres import LocalPostgres, create_database
 from payout_manager.events.codec import event_to_proto
 from payout_manager.events.relay import Relay
-from payout_manager.local_postgres import LocalPostgres, create_database
 from payout_manager.payouts import model
 from payout_manager.storage import migrations
 from payout_manager.storage.database import create_database_engine

