@@ -10,10 +10,10 @@ from payout_manager.accounting.rules import Account, Batch, Plan, PlanStatus, Po
 from payout_manager.errors import FieldViolation, invalid
 from payout_manager.events.codec import STATUS_FROM_PROTO, timestamp
 from payout_manager.payouts.model import PayoutRequest
+from payout_manager.payouts.ports import PayoutFilter
 from payout_manager.payouts.validation import MAX_ID_LENGTH
 from payout_manager.proto.accounter.v1 import accounter_pb2 as accounter_pb
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2 as pb
-from payout_manager.storage.payouts import PayoutFilter
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MIN = datetime(1, 1, 1, tzinfo=UTC)

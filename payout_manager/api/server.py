@@ -36,6 +36,7 @@ from payout_manager.proto.accounter.v1 import accounter_pb2
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2
 from payout_manager.settings import Settings, SettingsError
 from payout_manager.storage.database import Database, create_database_engine
+from payout_manager.storage.unit_of_work import SqlStorage
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ def build_server(
         call_timeout=settings.party_management_timeout,
         on_retry=None if metrics is None else metrics.retried,
     )
-    payouts = PayoutService(database, party_management)
+    payouts = PayoutService(SqlStorage(database), party_management)
 
     # One thread per pooled connection (plus overflow): more threads would only queue on the pool.
     server = grpc.server(

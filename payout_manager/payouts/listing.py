@@ -16,8 +16,8 @@ import json
 from datetime import UTC, datetime, timedelta
 
 from payout_manager.errors import FieldViolation, Reason, Refusal
+from payout_manager.payouts.ports import Cursor, PayoutFilter
 from payout_manager.payouts.validation import MAX_ID_LENGTH
-from payout_manager.storage.payouts import Cursor, PayoutFilter
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Ours are at most about 1100 characters (64 escaped astral characters); longer ones are not ours.

@@ -6,42 +6,13 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Protocol
-
-from sqlalchemy import Connection
 
 from payout_manager.accounting.rules import Batch, Posting
 from payout_manager.errors import Reason, Refusal
 from payout_manager.payouts import listing, model, validation
 from payout_manager.payouts.cash_flow import CashFlowPosting, settlement_accounts, sum_payout
 from payout_manager.payouts.model import Accounting, Payout, PayoutRequest, PayoutStatus
-from payout_manager.storage.database import Database
-from payout_manager.storage.ledger import Ledger
-from payout_manager.storage.payouts import Cursor, PayoutFilter, Payouts
-
-
-class ComputedCashFlow(Protocol):
-    @property
-    def postings(self) -> tuple[CashFlowPosting, ...]: ...
-
-    @property
-    def payout_tool_id(self) -> str: ...
-
-
-class PartyManagement(Protocol):
-    """What the payout service needs of PartyManagement (clients.party_management provides it)."""
-
-    def compute_payout_cash_flow(
-        self,
-        party_id: str,
-        shop_id: str,
-        amount: int,
-        currency: str,
-        payout_tool_id: str,
-        at: datetime,
-        *,
-        deadline: float | None = None,
-    ) -> ComputedCashFlow: ...
+from payout_manager.payouts.ports import Cursor, PartyManagement, PayoutFilter, Storage, UnitOfWork
 
 
 @dataclass(frozen=True)
@@ -67,13 +38,13 @@ def _not_found(payout_id: str) -> Refusal:
 class PayoutService:
     def __init__(
         self,
-        database: Database,
+        storage: Storage,
         party_management: PartyManagement,
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
     ) -> None:
-        self._database = database
+        self._storage = storage
         self._party_management = party_management
         self._clock = clock
         self._new_id = new_id
@@ -84,7 +55,7 @@ class PayoutService:
         if not request.payout_id:
             request = replace(request, payout_id=self._new_id())
         else:
-            existing = self._database.read(lambda c: Payouts(c).get(request.payout_id))
+            existing = self._storage.read(lambda unit: unit.payouts.get(request.payout_id))
             if existing is not None:
                 return _replayed(existing, request)
 
@@ -104,7 +75,7 @@ class PayoutService:
                 f"the payout's fees ({sums.fee}) leave nothing to pay out of {request.amount}",
             )
 
-        def store(connection: Connection) -> tuple[Payout, bool]:
+        def store(unit: UnitOfWork) -> tuple[Payout, bool]:
             now = self._clock()
             payout, event = model.create(
                 request,
@@ -114,7 +85,7 @@ class PayoutService:
                 cash_flow=cash_flow.postings,
                 now=now,
             )
-            payouts = Payouts(connection)
+            payouts = unit.payouts
             if not payouts.add(payout):
                 # A concurrent create with this id committed first: judge this call against it.
                 winner = payouts.get(payout.payout_id)
@@ -123,7 +94,7 @@ class PayoutService:
             # Only the settlement accounts are checked, so only they serialize payouts; the shared
             # system account every fee goes to is credited through any free slot of it.
             checked = settlement_accounts(payout.cash_flow)
-            accounts = Ledger(connection).hold(payout.plan_id, _batch(payout.cash_flow), now, checked=checked)
+            accounts = unit.ledger.hold(payout.plan_id, _batch(payout.cash_flow), now, checked=checked)
             for account_id in checked:
                 available = accounts[account_id].min_available_amount
                 if available < 0:
@@ -135,7 +106,7 @@ class PayoutService:
             payouts.add_event(replace(event, event_id=self._new_id()))
             return payout, True
 
-        payout, created = self._database.transaction(store)
+        payout, created = self._storage.transaction(store)
         return payout if created else _replayed(payout, request)
 
     def confirm(self, payout_id: str) -> Payout:
@@ -150,7 +121,7 @@ class PayoutService:
 
     def get(self, payout_id: str) -> Payout:
         validation.check_payout_id(payout_id)
-        payout = self._database.read(lambda c: Payouts(c).get(payout_id))
+        payout = self._storage.read(lambda unit: unit.payouts.get(payout_id))
         if payout is None:
             raise _not_found(payout_id)
         return payout
@@ -159,8 +130,8 @@ class PayoutService:
         """The stored event `revision` of the payout: its snapshot is the payout at that revision."""
         validation.check_payout_id(payout_id)
 
-        def read(connection: Connection) -> bytes:
-            payouts = Payouts(connection)
+        def read(unit: UnitOfWork) -> bytes:
+            payouts = unit.payouts
             payload = payouts.event(payout_id, revision)
             if payload is not None:
                 return payload
@@ -168,25 +139,25 @@ class PayoutService:
                 raise _not_found(payout_id)
             raise Refusal(Reason.REVISION_NOT_FOUND, f"payout {payout_id} has no revision {revision}")
 
-        return self._database.read(read)
+        return self._storage.read(read)
 
     def events(self, payout_id: str, after_sequence_id: int, limit: int) -> list[bytes]:
         """The payout's stored events after `after_sequence_id`, oldest first."""
         validation.check_payout_id(payout_id)
 
-        def read(connection: Connection) -> list[bytes]:
-            payouts = Payouts(connection)
+        def read(unit: UnitOfWork) -> list[bytes]:
+            payouts = unit.payouts
             found = payouts.events(payout_id, after_sequence_id, limit)
             if not found and payouts.get(payout_id) is None:
                 raise _not_found(payout_id)
             return found
 
-        return self._database.read(read)
+        return self._storage.read(read)
 
     def list(self, where: PayoutFilter, page_token: str, page_size: int) -> Page:
         """One page of payouts, newest first, and the token of the next page ('' on the last)."""
         after = listing.decode(page_token, where) if page_token else None
-        rows = self._database.read(lambda c: Payouts(c).list(where, after, page_size + 1))
+        rows = self._storage.read(lambda unit: unit.payouts.list(where, after, page_size + 1))
         page, more = rows[:page_size], len(rows) > page_size
         token = listing.encode(Cursor(page[-1].created_at, page[-1].payout_id), where) if more else ""
         return Page(page, token)
@@ -194,8 +165,8 @@ class PayoutService:
     def _change(self, payout_id: str, target: PayoutStatus, details: str = "") -> Payout:
         validation.check_payout_id(payout_id)
 
-        def work(connection: Connection) -> Payout:
-            payouts = Payouts(connection)
+        def work(unit: UnitOfWork) -> Payout:
+            payouts = unit.payouts
             current = payouts.get(payout_id, for_update=True)
             if current is None:
                 raise _not_found(payout_id)
@@ -203,7 +174,7 @@ class PayoutService:
             change = model.transition(current, target, now=now, details=details)
             if change.event is None:
                 return current
-            ledger = Ledger(connection)
+            ledger = unit.ledger
             if change.accounting is Accounting.COMMIT:
                 ledger.commit_plan(current.plan_id, now)
             elif change.accounting is Accounting.ROLLBACK:
@@ -217,7 +188,7 @@ class PayoutService:
             payouts.add_event(replace(change.event, event_id=self._new_id()))
             return change.payout
 
-        return self._database.transaction(work)
+        return self._storage.transaction(work)
 
 
 def _replayed(existing: Payout, request: PayoutRequest) -> Payout:

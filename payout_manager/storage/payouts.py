@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Row, bindparam, select, tuple_, update
@@ -12,6 +10,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from payout_manager.events.codec import event_to_proto
 from payout_manager.payouts.cash_flow import AccountType, CashFlowAccount, CashFlowPosting
 from payout_manager.payouts.model import Payout, PayoutEvent, PayoutStatus
+from payout_manager.payouts.ports import Cursor, PayoutFilter
 from payout_manager.storage.tables import payout, payout_event, payout_event_outbox
 
 
@@ -54,23 +53,6 @@ def _payout(row: Row[Any]) -> Payout:
         cancel_details=row.cancel_details,
         revision=row.revision,
     )
-
-
-@dataclass(frozen=True)
-class PayoutFilter:
-    party_id: str = ""
-    shop_id: str = ""
-    statuses: tuple[PayoutStatus, ...] = ()
-    created_from: datetime | None = None
-    created_to: datetime | None = None
-
-
-@dataclass(frozen=True)
-class Cursor:
-    """Where the previous page ended: listing is newest first, by (created_at, payout_id)."""
-
-    created_at: datetime
-    payout_id: str
 
 
 # The statements of the hot paths, built once: each call then only binds its values.

@@ -21,6 +21,7 @@ from payout_manager.payouts.model import PayoutRequest
 from payout_manager.payouts.service import PayoutService
 from payout_manager.storage import tables
 from payout_manager.storage.database import Database, create_database_engine
+from payout_manager.storage.unit_of_work import SqlStorage
 
 TABLES = set(tables.metadata.tables)
 
@@ -49,7 +50,7 @@ def captured(database_url: str, world: World, party_management: PartyManagementS
     shop = world.add_shop(funds=10**9)
     client = PartyManagementClient(party_management.address, call_timeout=5)
     try:
-        PayoutService(Database(engine), client).create(
+        PayoutService(SqlStorage(Database(engine)), client).create(
             PayoutRequest("", shop.party_id, shop.shop_id, 100_000, "RUB", "", {})
         )
         yield statements

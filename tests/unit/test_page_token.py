@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from payout_manager.errors import Code, Reason, Refusal
 from payout_manager.payouts import listing
 from payout_manager.payouts.model import PayoutStatus
-from payout_manager.storage.payouts import Cursor, PayoutFilter
+from payout_manager.payouts.ports import Cursor, PayoutFilter
 
 CURSOR = Cursor(datetime(2026, 3, 1, 12, 30, 45, 123456, tzinfo=UTC), "payout-42")
 FILTER = PayoutFilter(

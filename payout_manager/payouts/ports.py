@@ -1,0 +1,119 @@
+"""What the payout service needs of the world: PartyManagement, and storage (a unit of work holding
+a payout store and a ledger).
+
+The service is written against these small ports only, so its rules (idempotent replay, refusals,
+accounting dispatch) run against an in-memory fake in unit tests as they do against PostgreSQL
+(`payout_manager.storage.unit_of_work`) in production.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol, TypeVar
+
+from payout_manager.accounting.rules import Account, Batch
+from payout_manager.payouts.cash_flow import CashFlowPosting
+from payout_manager.payouts.model import Payout, PayoutEvent, PayoutStatus
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class PayoutFilter:
+    party_id: str = ""
+    shop_id: str = ""
+    statuses: tuple[PayoutStatus, ...] = ()
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where the previous page ended: listing is newest first, by (created_at, payout_id)."""
+
+    created_at: datetime
+    payout_id: str
+
+
+class ComputedCashFlow(Protocol):
+    @property
+    def postings(self) -> tuple[CashFlowPosting, ...]: ...
+
+    @property
+    def payout_tool_id(self) -> str: ...
+
+
+class PartyManagement(Protocol):
+    """What the payout service needs of PartyManagement (clients.party_management provides it)."""
+
+    def compute_payout_cash_flow(
+        self,
+        party_id: str,
+        shop_id: str,
+        amount: int,
+        currency: str,
+        payout_tool_id: str,
+        at: datetime,
+        *,
+        deadline: float | None = None,
+    ) -> ComputedCashFlow: ...
+
+
+class PayoutStore(Protocol):
+    def get(self, payout_id: str, *, for_update: bool = False) -> Payout | None:
+        """The payout, or None; `for_update` locks it until the unit of work ends."""
+        ...
+
+    def add(self, new: Payout) -> bool:
+        """Stores a new payout; False (and nothing stored) when one with its id exists."""
+        ...
+
+    def save_change(self, changed: Payout) -> None: ...
+
+    def add_event(self, event: PayoutEvent) -> None:
+        """Stores the event and queues it for publishing."""
+        ...
+
+    def events(self, payout_id: str, after_sequence_id: int, limit: int) -> list[bytes]:
+        """The serialized events after `after_sequence_id`, oldest first."""
+        ...
+
+    def event(self, payout_id: str, sequence_id: int) -> bytes | None: ...
+
+    def list(self, where: PayoutFilter, after: Cursor | None, limit: int) -> list[Payout]:
+        """Up to `limit` payouts matching `where`, newest first, after `after`."""
+        ...
+
+
+class PayoutLedger(Protocol):
+    def hold(
+        self, plan_id: str, batch: Batch, now: datetime, *, checked: Collection[int] | None = None
+    ) -> dict[int, Account]:
+        """Holds `batch` in plan `plan_id`; returns the `checked` accounts as they are after it."""
+        ...
+
+    def commit_plan(self, plan_id: str, now: datetime) -> list[int]: ...
+
+    def rollback_plan(self, plan_id: str, now: datetime) -> list[int]: ...
+
+
+class UnitOfWork(Protocol):
+    """The payouts and the ledger inside one transaction."""
+
+    @property
+    def payouts(self) -> PayoutStore: ...
+
+    @property
+    def ledger(self) -> PayoutLedger: ...
+
+
+class Storage(Protocol):
+    def transaction(self, work: Callable[[UnitOfWork], T]) -> T:
+        """Runs `work` in one transaction: committed when it returns, rolled back when it raises."""
+        ...
+
+    def read(self, work: Callable[[UnitOfWork], T]) -> T:
+        """Runs read-only `work`; each statement sees the latest commits."""
+        ...
