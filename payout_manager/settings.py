@@ -9,6 +9,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -32,6 +33,13 @@ class Settings:
     # HOST:PORT of the Prometheus scrape endpoint; None: no metrics served.
     metrics_address: str | None = None
     log_level: str = "INFO"
+    # PEM files: with a certificate and its key `serve` speaks TLS; with a client CA too, it
+    # requires and verifies client certificates (mutual TLS).
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None
+    # Plaintext on an address other than loopback, which `serve` otherwise refuses.
+    allow_insecure: bool = False
 
     def require_database_url(self) -> str:
         if not self.database_url:
@@ -89,6 +97,22 @@ def _log_level(name: str, value: str) -> str:
     return value.upper()
 
 
+def _readable_file(name: str, value: str) -> Path:
+    path = Path(value)
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as error:
+        raise SettingsError(f"{name} is malformed: cannot read {value!r} ({error.strerror})") from None
+    return path
+
+
+def _boolean(name: str, value: str) -> bool:
+    if value.lower() not in ("true", "false"):
+        raise SettingsError(f"{name} is malformed: {value!r} is not true or false")
+    return value.lower() == "true"
+
+
 def database_url(name: str, value: str) -> str:
     """Checks a PostgreSQL URL without connecting; the password never appears in the error."""
     try:
@@ -114,6 +138,18 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
     servers = get("PM_KAFKA_BOOTSTRAP_SERVERS")
     metrics = get("PM_METRICS_ADDRESS")
     defaults = Settings(database_url=None)
+    tls = {
+        name: _readable_file(variable, value) if (value := get(variable)) else None
+        for name, variable in (
+            ("tls_cert_file", "PM_TLS_CERT_FILE"),
+            ("tls_key_file", "PM_TLS_KEY_FILE"),
+            ("tls_client_ca_file", "PM_TLS_CLIENT_CA_FILE"),
+        )
+    }
+    if (tls["tls_cert_file"] is None) != (tls["tls_key_file"] is None):
+        raise SettingsError("PM_TLS_CERT_FILE and PM_TLS_KEY_FILE go together: set both or neither")
+    if tls["tls_client_ca_file"] is not None and tls["tls_cert_file"] is None:
+        raise SettingsError("PM_TLS_CLIENT_CA_FILE needs TLS: set PM_TLS_CERT_FILE and PM_TLS_KEY_FILE too")
     return Settings(
         database_url=database_url("PM_DATABASE_URL", url) if url else None,
         grpc_address=address("PM_GRPC_ADDRESS", get("PM_GRPC_ADDRESS") or defaults.grpc_address),
@@ -135,4 +171,6 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         ),
         metrics_address=address("PM_METRICS_ADDRESS", metrics) if metrics else None,
         log_level=_log_level("PM_LOG_LEVEL", get("PM_LOG_LEVEL") or defaults.log_level),
+        **tls,
+        allow_insecure=_boolean("PM_ALLOW_INSECURE", get("PM_ALLOW_INSECURE") or "false"),
     )

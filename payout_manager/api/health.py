@@ -16,12 +16,14 @@ def wait_until_serving(
     exited: Callable[[], int | None] = lambda: None,
     service: str = "",
     in_a_row: int = 6,
+    credentials: grpc.ChannelCredentials | None = None,
 ) -> None:
     """Waits until `address` answers SERVING `in_a_row` times in a row, each on a new connection.
 
     Several answers: with `serve --workers N` the kernel hands each new connection to any worker.
     `exited` returns the server process's exit code once it has stopped (like Popen.poll): then
     waiting is pointless and RuntimeError says so. TimeoutError when `timeout` seconds pass.
+    `credentials`: TLS (and a client certificate) for a server that speaks it.
     """
     deadline = time.monotonic() + timeout
     answered = 0
@@ -31,7 +33,12 @@ def wait_until_serving(
             raise RuntimeError(f"the server at {address} exited with {code}")
         if time.monotonic() > deadline:
             raise TimeoutError(f"{address} did not become SERVING within {timeout:g} s")
-        with grpc.insecure_channel(address) as channel:
+        channel = (
+            grpc.insecure_channel(address)
+            if credentials is None
+            else grpc.secure_channel(address, credentials)
+        )
+        with channel:
             try:
                 reply = health_pb2_grpc.HealthStub(channel).Check(
                     health_pb2.HealthCheckRequest(service=service), timeout=1

@@ -26,6 +26,7 @@ from grpc_reflection.v1alpha import reflection
 
 from clients.party_management.client import PartyManagementClient
 from payout_manager import logs
+from payout_manager.api import tls
 from payout_manager.api.accounter import AccounterServicer
 from payout_manager.api.handlers import service_handler
 from payout_manager.api.payout_management import PayoutManagementServicer
@@ -72,6 +73,7 @@ def build_server(
     `share_port` lets sibling worker processes bind the same port; alone, a busy port is an error.
     `metrics`, when given, records every call, PartyManagement retry and pool checkout.
     """
+    credentials = tls.server_credentials(settings)
     engine = create_database_engine(settings.require_database_url(), pool_size=settings.database_pool_size)
     if metrics is not None:
         metrics.watch_pool(engine, settings.database_pool_size)
@@ -100,7 +102,11 @@ def build_server(
     names = [s.full_name for s in SERVICES]
     reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
     try:
-        port = server.add_insecure_port(address)
+        port = (
+            server.add_insecure_port(address)
+            if credentials is None
+            else server.add_secure_port(address, credentials)
+        )
     except RuntimeError:
         port = 0
     if port == 0:
@@ -179,6 +185,9 @@ def _resolve_port(address: str) -> str:
 
 def serve(settings: Settings, *, address: str, workers: int) -> None:
     """Serves in this process, or in `workers` processes sharing one port; relays events here."""
+    # Checked here, once, so that a bad setting stops serve with one line before any worker starts.
+    tls.check_plaintext_allowed(settings, address)
+    tls.server_credentials(settings)
     stop = threading.Event()
     _on_stop_signals(stop)
     database_url = settings.require_database_url()

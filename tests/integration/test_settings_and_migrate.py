@@ -210,6 +210,29 @@ def test_load_reads_every_setting_from_the_environment() -> None:
     )
 
 
+def test_load_reads_the_tls_files_and_the_insecure_switch(tmp_path: Path) -> None:
+    files = {name: tmp_path / name for name in ("server.crt", "server.key", "clients.crt")}
+    for path in files.values():
+        path.write_text("PEM")
+
+    loaded = settings.load(
+        {
+            "PM_TLS_CERT_FILE": str(files["server.crt"]),
+            "PM_TLS_KEY_FILE": str(files["server.key"]),
+            "PM_TLS_CLIENT_CA_FILE": str(files["clients.crt"]),
+            "PM_ALLOW_INSECURE": "TRUE",
+        }
+    )
+
+    assert (loaded.tls_cert_file, loaded.tls_key_file, loaded.tls_client_ca_file) == (
+        files["server.crt"],
+        files["server.key"],
+        files["clients.crt"],
+    )
+    assert loaded.allow_insecure
+    assert not settings.load({}).allow_insecure
+
+
 def test_load_takes_a_list_of_kafka_brokers_with_or_without_a_scheme() -> None:
     servers = "kafka-1:9092, kafka-2:9092,SSL://kafka-3:9093"
 
@@ -257,6 +280,11 @@ def test_require_database_url_names_the_missing_setting() -> None:
         ("PM_METRICS_ADDRESS", "9100"),
         ("PM_METRICS_ADDRESS", "0.0.0.0:port"),
         ("PM_LOG_LEVEL", "loud"),
+        ("PM_ALLOW_INSECURE", "yes"),
+        ("PM_TLS_CERT_FILE", "/nonexistent/server.crt"),
+        ("PM_TLS_CERT_FILE", __file__),  # readable, but without its key
+        ("PM_TLS_KEY_FILE", __file__),  # readable, but without its certificate
+        ("PM_TLS_CLIENT_CA_FILE", __file__),  # client certificates, but no TLS to ask for them
     ],
 )
 def test_load_refuses_a_malformed_setting_naming_it(setting: str, value: str) -> None:

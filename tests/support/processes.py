@@ -56,10 +56,19 @@ class Process:
         return code
 
 
-def wait_until_serving(address: str, process: Process, timeout: float = 30.0, *, service: str = "") -> None:
+def wait_until_serving(
+    address: str,
+    process: Process,
+    timeout: float = 30.0,
+    *,
+    service: str = "",
+    credentials: grpc.ChannelCredentials | None = None,
+) -> None:
     """Waits until `address` answers a health check SERVING on several fresh connections."""
     try:
-        health.wait_until_serving(address, timeout=timeout, exited=process.popen.poll, service=service)
+        health.wait_until_serving(
+            address, timeout=timeout, exited=process.popen.poll, service=service, credentials=credentials
+        )
     except (RuntimeError, TimeoutError) as error:
         raise type(error)(f"{error}:\n{process.output()}") from None
 

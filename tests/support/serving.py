@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import grpc
 import pytest
 
 from support.processes import Process, free_port, wait_until_serving
@@ -48,7 +49,12 @@ class Served:
 
 
 def serve(
-    workers: int, env: dict[str, str], log_path: Path, *, started: list[Served] | None = None
+    workers: int,
+    env: dict[str, str],
+    log_path: Path,
+    *,
+    started: list[Served] | None = None,
+    credentials: grpc.ChannelCredentials | None = None,
 ) -> Served:
     """`serve --workers N` on a free port, once it is SERVING; `started` gets it before the wait."""
     address = f"127.0.0.1:{free_port()}"
@@ -57,7 +63,7 @@ def serve(
     )
     if started is not None:
         started.append(served)
-    wait_until_serving(address, served.process)
+    wait_until_serving(address, served.process, credentials=credentials)
     return served
 
 
