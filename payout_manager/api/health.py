@@ -33,17 +33,29 @@ def wait_until_serving(
             raise RuntimeError(f"the server at {address} exited with {code}")
         if time.monotonic() > deadline:
             raise TimeoutError(f"{address} did not become SERVING within {timeout:g} s")
-        channel = (
-            grpc.insecure_channel(address)
-            if credentials is None
-            else grpc.secure_channel(address, credentials)
-        )
-        with channel:
-            try:
-                reply = health_pb2_grpc.HealthStub(channel).Check(
-                    health_pb2.HealthCheckRequest(service=service), timeout=1
-                )
-                answered = answered + 1 if reply.status == health_pb2.HealthCheckResponse.SERVING else 0
-            except grpc.RpcError:
-                answered = 0
-                time.sleep(0.1)
+        if is_serving(address, service=service, credentials=credentials):
+            answered += 1
+        else:
+            answered = 0
+            time.sleep(0.1)
+
+
+def is_serving(
+    address: str,
+    *,
+    service: str = "",
+    credentials: grpc.ChannelCredentials | None = None,
+    timeout: float = 1.0,
+) -> bool:
+    """Whether a new connection to `address` answers a health check SERVING within `timeout` seconds."""
+    channel = (
+        grpc.insecure_channel(address) if credentials is None else grpc.secure_channel(address, credentials)
+    )
+    with channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout
+            )
+        except grpc.RpcError:
+            return False
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)

@@ -21,6 +21,8 @@ from support.certificates import Authority, Issued
 from support.processes import free_port
 from support.serving import PartyManagementServer, Served, serve
 
+from payout_manager.api import health
+
 HANDSHAKE_TIMEOUT = 5.0
 
 
@@ -33,18 +35,7 @@ def credentials(ca: Authority, client: Issued | None = None) -> grpc.ChannelCred
 
 
 def healthy(address: str, channel_credentials: grpc.ChannelCredentials | None) -> bool:
-    """Whether a new connection to `address` answers a health check SERVING."""
-    channel = (
-        grpc.insecure_channel(address)
-        if channel_credentials is None
-        else grpc.secure_channel(address, channel_credentials)
-    )
-    with channel:
-        try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=3)
-        except grpc.RpcError:
-            return False
-    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+    return health.is_serving(address, credentials=channel_credentials, timeout=3)
 
 
 def certificate_shown(address: str, ca: Authority, client: Issued | None = None, *, tmp: Path) -> bytes:
