@@ -40,6 +40,8 @@ class Settings:
     tls_client_ca_file: Path | None = None
     # Plaintext on an address other than loopback, which `serve` otherwise refuses.
     allow_insecure: bool = False
+    # The access policy (SPEC 5), reread when it changes; None: every caller anonymous, every right.
+    auth_policy_file: Path | None = None
 
     def require_database_url(self) -> str:
         if not self.database_url:
@@ -137,6 +139,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
     url = get("PM_DATABASE_URL")
     servers = get("PM_KAFKA_BOOTSTRAP_SERVERS")
     metrics = get("PM_METRICS_ADDRESS")
+    policy = get("PM_AUTH_POLICY_FILE")
     defaults = Settings(database_url=None)
     tls = {
         name: _readable_file(variable, value) if (value := get(variable)) else None
@@ -173,4 +176,5 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         log_level=_log_level("PM_LOG_LEVEL", get("PM_LOG_LEVEL") or defaults.log_level),
         **tls,
         allow_insecure=_boolean("PM_ALLOW_INSECURE", get("PM_ALLOW_INSECURE") or "false"),
+        auth_policy_file=_readable_file("PM_AUTH_POLICY_FILE", policy) if policy else None,
     )

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import grpc
 from sqlalchemy import Connection
 
+from payout_manager.access.caller import Caller
 from payout_manager.accounting.rules import Account
 from payout_manager.api import convert
 from payout_manager.proto.accounter.v1 import accounter_pb2 as pb
@@ -22,23 +23,31 @@ class AccounterServicer:
         self._database = database
         self._clock = clock
 
-    def CreateAccount(self, request: pb.CreateAccountRequest, context: grpc.ServicerContext) -> pb.Account:
+    def CreateAccount(
+        self, request: pb.CreateAccountRequest, caller: Caller, context: grpc.ServicerContext
+    ) -> pb.Account:
         account = self._database.transaction(
             lambda c: Ledger(c).create_account(request.currency, request.description)
         )
         return convert.account_to_proto(account)
 
-    def GetAccount(self, request: pb.GetAccountRequest, context: grpc.ServicerContext) -> pb.Account:
+    def GetAccount(
+        self, request: pb.GetAccountRequest, caller: Caller, context: grpc.ServicerContext
+    ) -> pb.Account:
         at = convert.moment("at", request.at) if request.HasField("at") else None
         account = self._database.transaction(lambda c: Ledger(c).get_account(request.account_id, at))
         return convert.account_to_proto(account)
 
-    def Hold(self, request: pb.HoldRequest, context: grpc.ServicerContext) -> pb.PostingPlanLog:
+    def Hold(
+        self, request: pb.HoldRequest, caller: Caller, context: grpc.ServicerContext
+    ) -> pb.PostingPlanLog:
         batch = convert.batch(request)
         accounts = self._database.transaction(lambda c: Ledger(c).hold(request.plan_id, batch, self._clock()))
         return convert.plan_log(accounts)
 
-    def CommitPlan(self, request: pb.CommitPlanRequest, context: grpc.ServicerContext) -> pb.PostingPlanLog:
+    def CommitPlan(
+        self, request: pb.CommitPlanRequest, caller: Caller, context: grpc.ServicerContext
+    ) -> pb.PostingPlanLog:
         def commit(connection: Connection) -> dict[int, Account]:
             ledger = Ledger(connection)
             return ledger.accounts(ledger.commit_plan(request.plan_id, self._clock()))
@@ -46,7 +55,7 @@ class AccounterServicer:
         return convert.plan_log(self._database.transaction(commit))
 
     def RollbackPlan(
-        self, request: pb.RollbackPlanRequest, context: grpc.ServicerContext
+        self, request: pb.RollbackPlanRequest, caller: Caller, context: grpc.ServicerContext
     ) -> pb.PostingPlanLog:
         def rollback(connection: Connection) -> dict[int, Account]:
             ledger = Ledger(connection)
@@ -54,6 +63,8 @@ class AccounterServicer:
 
         return convert.plan_log(self._database.transaction(rollback))
 
-    def GetPlan(self, request: pb.GetPlanRequest, context: grpc.ServicerContext) -> pb.PostingPlan:
+    def GetPlan(
+        self, request: pb.GetPlanRequest, caller: Caller, context: grpc.ServicerContext
+    ) -> pb.PostingPlan:
         plan = self._database.transaction(lambda c: Ledger(c).get_plan(request.plan_id))
         return convert.plan_to_proto(plan)

@@ -9,13 +9,8 @@ from grpc_status import rpc_status
 
 from payout_manager.errors import DOMAIN, Code, FieldViolation, Refusal
 
-_GRPC_CODES: dict[Code, int] = {
-    Code.INVALID_ARGUMENT: code_pb2.INVALID_ARGUMENT,
-    Code.NOT_FOUND: code_pb2.NOT_FOUND,
-    Code.ALREADY_EXISTS: code_pb2.ALREADY_EXISTS,
-    Code.FAILED_PRECONDITION: code_pb2.FAILED_PRECONDITION,
-    Code.UNAVAILABLE: code_pb2.UNAVAILABLE,
-}
+# Each refusal code is named as gRPC names its status code.
+_GRPC_CODES: dict[Code, int] = {code: getattr(code_pb2, code.value) for code in Code}
 
 
 def _packed(message: error_details_pb2.ErrorInfo | error_details_pb2.BadRequest) -> any_pb2.Any:

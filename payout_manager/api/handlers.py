@@ -1,8 +1,9 @@
 """Registers servicers so that every call passes through the same guard.
 
-The guard decodes requests itself, so bytes that are no valid message get INVALID_ARGUMENT instead
-of grpc's INTERNAL, and turns every Refusal into its status through `api.errors`. A bug still
-surfaces as INTERNAL, with its traceback in the log and nothing of it in the answer.
+The guard asks the authorizer who calls and whether it may, before the handler runs, and hands
+the handler that caller. It decodes requests itself, so bytes that are no valid message get
+INVALID_ARGUMENT instead of grpc's INTERNAL, and turns every Refusal into its status through
+`api.errors`. A bug still surfaces as INTERNAL, with its traceback in the log and nothing of it in the answer.
 """
 
 from __future__ import annotations
@@ -18,12 +19,15 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
 
+from payout_manager.access.caller import Caller
 from payout_manager.api.errors import to_status
 from payout_manager.errors import FieldViolation, Reason, Refusal
 
 log = logging.getLogger(__name__)
 
-Behaviour = Callable[[Any, grpc.ServicerContext], Message]
+Behaviour = Callable[[Any, Caller, grpc.ServicerContext], Message]
+# Who calls, if it may call this method: the caller, or a Refusal.
+Authorize = Callable[[grpc.ServicerContext], Caller]
 
 # The metadata key a caller may send to tie its request to the server's log lines.
 REQUEST_ID = "x-request-id"
@@ -66,20 +70,27 @@ def _payout_id(message: object) -> str:
 
 
 def _guarded(
-    method: str, behaviour: Behaviour, observe: Observer
+    method: str, behaviour: Behaviour, observe: Observer, authorize: Authorize
 ) -> Callable[[Message | _Malformed, grpc.ServicerContext], Message]:
     def handle(request: Message | _Malformed, context: grpc.ServicerContext) -> Message:
         started = time.monotonic()
-        call = {"method": method, "request_id": _request_id(context), "payout_id": _payout_id(request)}
+        call = {
+            "method": method,
+            "request_id": _request_id(context),
+            "payout_id": _payout_id(request),
+            "caller": "",
+        }
         code, outcome = grpc.StatusCode.OK, ""
         try:
+            caller = authorize(context)
+            call["caller"] = caller.identity
             if isinstance(request, _Malformed):
                 raise Refusal(
                     Reason.MALFORMED_REQUEST,
                     f"the request is not a valid {method} message",
                     (FieldViolation("", "the bytes do not decode as the request message"),),
                 )
-            response = behaviour(request, context)
+            response = behaviour(request, caller, context)
             call["payout_id"] = call["payout_id"] or _payout_id(response)
             return response
         except Refusal as refusal:
@@ -106,15 +117,30 @@ def _guarded(
     return handle
 
 
+def method_names(service: ServiceDescriptor) -> list[str]:
+    """The service's methods as a policy names them: 'package.Service/Method'."""
+    return [f"{service.full_name}/{method.name}" for method in service.methods]
+
+
 def service_handler(
-    service: ServiceDescriptor, servicer: object, observe: Observer | None = None
+    service: ServiceDescriptor,
+    servicer: object,
+    authorize: Callable[[str, grpc.ServicerContext], Caller],
+    observe: Observer | None = None,
 ) -> grpc.GenericRpcHandler:
-    """A handler serving every method of `service` from the same-named methods of `servicer`."""
+    """A handler serving every method of `service` from the same-named methods of `servicer`.
+
+    `authorize(method, context)`, with the policy's name of the method, decides each call first.
+    """
     handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
-    for method in service.methods:
+    for method, name in zip(service.methods, method_names(service), strict=True):
         request_class = message_factory.GetMessageClass(method.input_type)
+
+        def decide(context: grpc.ServicerContext, name: str = name) -> Caller:
+            return authorize(name, context)
+
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            _guarded(method.full_name, getattr(servicer, method.name), observe or _ignore),
+            _guarded(method.full_name, getattr(servicer, method.name), observe or _ignore, decide),
             request_deserializer=_decoder(request_class),
             response_serializer=lambda response: response.SerializeToString(),
         )

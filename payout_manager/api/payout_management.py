@@ -6,6 +6,7 @@ import time
 
 import grpc
 
+from payout_manager.access.caller import Caller
 from payout_manager.api import convert
 from payout_manager.errors import FieldViolation, invalid
 from payout_manager.events.codec import payout_to_proto
@@ -30,41 +31,51 @@ class PayoutManagementServicer:
     def __init__(self, payouts: PayoutService) -> None:
         self._payouts = payouts
 
-    def CreatePayout(self, request: pb.CreatePayoutRequest, context: grpc.ServicerContext) -> pb.Payout:
-        payout = self._payouts.create(convert.create_request(request), deadline=_deadline(context))
+    def CreatePayout(
+        self, request: pb.CreatePayoutRequest, caller: Caller, context: grpc.ServicerContext
+    ) -> pb.Payout:
+        payout = self._payouts.create(convert.create_request(request), caller, deadline=_deadline(context))
         return payout_to_proto(payout)
 
-    def GetPayout(self, request: pb.GetPayoutRequest, context: grpc.ServicerContext) -> pb.Payout:
+    def GetPayout(
+        self, request: pb.GetPayoutRequest, caller: Caller, context: grpc.ServicerContext
+    ) -> pb.Payout:
         if request.revision < 0:
             raise invalid([FieldViolation("revision", "must be 0 (the latest) or a positive revision")])
         if request.revision == 0:
-            return payout_to_proto(self._payouts.get(request.payout_id))
-        return pb.Event.FromString(self._payouts.event(request.payout_id, request.revision)).payout
+            return payout_to_proto(self._payouts.get(request.payout_id, caller))
+        return pb.Event.FromString(self._payouts.event(request.payout_id, request.revision, caller)).payout
 
-    def ConfirmPayout(self, request: pb.ConfirmPayoutRequest, context: grpc.ServicerContext) -> pb.Payout:
-        return payout_to_proto(self._payouts.confirm(request.payout_id))
+    def ConfirmPayout(
+        self, request: pb.ConfirmPayoutRequest, caller: Caller, context: grpc.ServicerContext
+    ) -> pb.Payout:
+        return payout_to_proto(self._payouts.confirm(request.payout_id, caller))
 
-    def CancelPayout(self, request: pb.CancelPayoutRequest, context: grpc.ServicerContext) -> pb.Payout:
-        return payout_to_proto(self._payouts.cancel(request.payout_id, request.details))
+    def CancelPayout(
+        self, request: pb.CancelPayoutRequest, caller: Caller, context: grpc.ServicerContext
+    ) -> pb.Payout:
+        return payout_to_proto(self._payouts.cancel(request.payout_id, request.details, caller))
 
-    def MarkPayoutPaid(self, request: pb.MarkPayoutPaidRequest, context: grpc.ServicerContext) -> pb.Payout:
-        return payout_to_proto(self._payouts.mark_paid(request.payout_id))
+    def MarkPayoutPaid(
+        self, request: pb.MarkPayoutPaidRequest, caller: Caller, context: grpc.ServicerContext
+    ) -> pb.Payout:
+        return payout_to_proto(self._payouts.mark_paid(request.payout_id, caller))
 
     def ListPayouts(
-        self, request: pb.ListPayoutsRequest, context: grpc.ServicerContext
+        self, request: pb.ListPayoutsRequest, caller: Caller, context: grpc.ServicerContext
     ) -> pb.ListPayoutsResponse:
         where = convert.payout_filter(request)
         size = validation.page_size("page_size", request.page_size)
-        page = self._payouts.list(where, request.page_token, size)
+        page = self._payouts.list(where, request.page_token, size, caller)
         return pb.ListPayoutsResponse(
             payouts=[payout_to_proto(p) for p in page.payouts], next_page_token=page.next_page_token
         )
 
     def GetPayoutEvents(
-        self, request: pb.GetPayoutEventsRequest, context: grpc.ServicerContext
+        self, request: pb.GetPayoutEventsRequest, caller: Caller, context: grpc.ServicerContext
     ) -> pb.GetPayoutEventsResponse:
         if request.after_sequence_id < 0:
             raise invalid([FieldViolation("after_sequence_id", "must not be negative")])
         limit = validation.page_size("limit", request.limit)
-        payloads = self._payouts.events(request.payout_id, request.after_sequence_id, limit)
+        payloads = self._payouts.events(request.payout_id, request.after_sequence_id, limit, caller)
         return pb.GetPayoutEventsResponse(events=[pb.Event.FromString(p) for p in payloads])

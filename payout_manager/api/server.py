@@ -22,13 +22,13 @@ from types import FrameType
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from clients.party_management.client import PartyManagementClient
 from payout_manager import logs
-from payout_manager.api import tls
+from payout_manager.api import auth, tls
 from payout_manager.api.accounter import AccounterServicer
-from payout_manager.api.handlers import service_handler
+from payout_manager.api.handlers import method_names, service_handler
 from payout_manager.api.payout_management import PayoutManagementServicer
 from payout_manager.events.relay import Relay
 from payout_manager.metrics import CallMetrics, MetricsServer
@@ -45,6 +45,8 @@ SERVICES = (
     payout_manager_pb2.DESCRIPTOR.services_by_name["PayoutManagement"],
     accounter_pb2.DESCRIPTOR.services_by_name["Accounter"],
 )
+# Every method a policy may name: 'package.Service/Method'.
+METHODS = tuple(name for service in SERVICES for name in method_names(service))
 
 
 @dataclass
@@ -74,6 +76,7 @@ def build_server(
     `metrics`, when given, records every call, PartyManagement retry and pool checkout.
     """
     credentials = tls.server_credentials(settings)
+    authorizer = auth.Authorizer.from_settings(settings, METHODS)
     engine = create_database_engine(settings.require_database_url(), pool_size=settings.database_pool_size)
     if metrics is not None:
         metrics.watch_pool(engine, settings.database_pool_size)
@@ -93,14 +96,16 @@ def build_server(
     observe = None if metrics is None else metrics.observe
     server.add_generic_rpc_handlers(
         (
-            service_handler(SERVICES[0], PayoutManagementServicer(payouts), observe),
-            service_handler(SERVICES[1], AccounterServicer(database), observe),
+            service_handler(SERVICES[0], PayoutManagementServicer(payouts), authorizer.caller, observe),
+            service_handler(SERVICES[1], AccounterServicer(database), authorizer.caller, observe),
         )
     )
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [s.full_name for s in SERVICES]
-    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+        auth.GuardedReflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], authorizer), server
+    )
     try:
         port = (
             server.add_insecure_port(address)
@@ -188,6 +193,7 @@ def serve(settings: Settings, *, address: str, workers: int) -> None:
     # Checked here, once, so that a bad setting stops serve with one line before any worker starts.
     tls.check_plaintext_allowed(settings, address)
     tls.server_credentials(settings)
+    auth.check_policy(settings, METHODS)
     stop = threading.Event()
     _on_stop_signals(stop)
     database_url = settings.require_database_url()

@@ -27,6 +27,8 @@ class PayoutFilter:
     statuses: tuple[PayoutStatus, ...] = ()
     created_from: datetime | None = None
     created_to: datetime | None = None
+    # None: every party's; else only these parties' (a caller confined to them, SPEC 5).
+    parties: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
+from payout_manager.access.caller import Caller
 from payout_manager.accounting.rules import Batch, Posting
 from payout_manager.errors import Reason, Refusal
 from payout_manager.payouts import listing, model, validation
 from payout_manager.payouts.cash_flow import CashFlowPosting, settlement_accounts, sum_payout
 from payout_manager.payouts.model import Accounting, Payout, PayoutRequest, PayoutStatus
-from payout_manager.payouts.ports import Cursor, PartyManagement, PayoutFilter, Storage, UnitOfWork
+from payout_manager.payouts.ports import (
+    Cursor,
+    PartyManagement,
+    PayoutFilter,
+    PayoutStore,
+    Storage,
+    UnitOfWork,
+)
 
 
 @dataclass(frozen=True)
@@ -35,6 +43,14 @@ def _not_found(payout_id: str) -> Refusal:
     return Refusal(Reason.PAYOUT_NOT_FOUND, f"payout {payout_id} does not exist")
 
 
+def _visible(payouts: PayoutStore, payout_id: str, caller: Caller, *, for_update: bool = False) -> Payout:
+    """The payout, if it exists and `caller` may touch its party: to others it does not exist."""
+    payout = payouts.get(payout_id, for_update=for_update)
+    if payout is None or not caller.may_touch(payout.party_id):
+        raise _not_found(payout_id)
+    return payout
+
+
 class PayoutService:
     def __init__(
         self,
@@ -49,9 +65,13 @@ class PayoutService:
         self._clock = clock
         self._new_id = new_id
 
-    def create(self, request: PayoutRequest, *, deadline: float | None = None) -> Payout:
+    def create(self, request: PayoutRequest, caller: Caller, *, deadline: float | None = None) -> Payout:
         """Creates an UNPAID payout holding its cash flow; idempotent on a given payout id."""
         validation.check_create(request)
+        if not caller.may_touch(request.party_id):
+            raise Refusal(
+                Reason.PARTY_NOT_ALLOWED, f"{caller.identity} may not pay out for party {request.party_id}"
+            )
         if not request.payout_id:
             request = replace(request, payout_id=self._new_id())
         else:
@@ -109,67 +129,73 @@ class PayoutService:
         payout, created = self._storage.transaction(store)
         return payout if created else _replayed(payout, request)
 
-    def confirm(self, payout_id: str) -> Payout:
-        return self._change(payout_id, PayoutStatus.CONFIRMED)
+    def confirm(self, payout_id: str, caller: Caller) -> Payout:
+        return self._change(payout_id, PayoutStatus.CONFIRMED, caller)
 
-    def cancel(self, payout_id: str, details: str) -> Payout:
+    def cancel(self, payout_id: str, details: str, caller: Caller) -> Payout:
         validation.check_details(details)
-        return self._change(payout_id, PayoutStatus.CANCELLED, details)
+        return self._change(payout_id, PayoutStatus.CANCELLED, caller, details)
 
-    def mark_paid(self, payout_id: str) -> Payout:
-        return self._change(payout_id, PayoutStatus.PAID)
+    def mark_paid(self, payout_id: str, caller: Caller) -> Payout:
+        return self._change(payout_id, PayoutStatus.PAID, caller)
 
-    def get(self, payout_id: str) -> Payout:
+    def get(self, payout_id: str, caller: Caller) -> Payout:
         validation.check_payout_id(payout_id)
-        payout = self._storage.read(lambda unit: unit.payouts.get(payout_id))
-        if payout is None:
-            raise _not_found(payout_id)
-        return payout
+        return self._storage.read(lambda unit: _visible(unit.payouts, payout_id, caller))
 
-    def event(self, payout_id: str, revision: int) -> bytes:
+    def event(self, payout_id: str, revision: int, caller: Caller) -> bytes:
         """The stored event `revision` of the payout: its snapshot is the payout at that revision."""
         validation.check_payout_id(payout_id)
 
         def read(unit: UnitOfWork) -> bytes:
             payouts = unit.payouts
+            if caller.parties is not None:
+                _visible(payouts, payout_id, caller)
             payload = payouts.event(payout_id, revision)
             if payload is not None:
                 return payload
-            if payouts.get(payout_id) is None:
-                raise _not_found(payout_id)
+            _visible(payouts, payout_id, caller)
             raise Refusal(Reason.REVISION_NOT_FOUND, f"payout {payout_id} has no revision {revision}")
 
         return self._storage.read(read)
 
-    def events(self, payout_id: str, after_sequence_id: int, limit: int) -> list[bytes]:
+    def events(self, payout_id: str, after_sequence_id: int, limit: int, caller: Caller) -> list[bytes]:
         """The payout's stored events after `after_sequence_id`, oldest first."""
         validation.check_payout_id(payout_id)
 
         def read(unit: UnitOfWork) -> list[bytes]:
             payouts = unit.payouts
+            if caller.parties is not None:
+                _visible(payouts, payout_id, caller)
             found = payouts.events(payout_id, after_sequence_id, limit)
-            if not found and payouts.get(payout_id) is None:
-                raise _not_found(payout_id)
+            if not found:
+                _visible(payouts, payout_id, caller)
             return found
 
         return self._storage.read(read)
 
-    def list(self, where: PayoutFilter, page_token: str, page_size: int) -> Page:
-        """One page of payouts, newest first, and the token of the next page ('' on the last)."""
+    def list(self, where: PayoutFilter, page_token: str, page_size: int, caller: Caller) -> Page:
+        """One page of payouts, newest first, and the token of the next page ('' on the last).
+
+        A caller confined to parties sees only theirs: another party's listing is empty.
+        """
         after = listing.decode(page_token, where) if page_token else None
+        if caller.parties is not None:
+            if where.party_id and not caller.may_touch(where.party_id):
+                return Page([], "")
+            if not where.party_id:
+                where = replace(where, parties=caller.parties)
         rows = self._storage.read(lambda unit: unit.payouts.list(where, after, page_size + 1))
         page, more = rows[:page_size], len(rows) > page_size
         token = listing.encode(Cursor(page[-1].created_at, page[-1].payout_id), where) if more else ""
         return Page(page, token)
 
-    def _change(self, payout_id: str, target: PayoutStatus, details: str = "") -> Payout:
+    def _change(self, payout_id: str, target: PayoutStatus, caller: Caller, details: str = "") -> Payout:
         validation.check_payout_id(payout_id)
 
         def work(unit: UnitOfWork) -> Payout:
             payouts = unit.payouts
-            current = payouts.get(payout_id, for_update=True)
-            if current is None:
-                raise _not_found(payout_id)
+            current = _visible(payouts, payout_id, caller, for_update=True)
             now = self._clock()
             change = model.transition(current, target, now=now, details=details)
             if change.event is None:

@@ -161,6 +161,8 @@ class Payouts:
             conditions.append(payout.c.party_id == where.party_id)
         if where.shop_id:
             conditions.append(payout.c.shop_id == where.shop_id)
+        if where.parties is not None:
+            conditions.append(payout.c.party_id.in_(sorted(where.parties)))
         if where.statuses:
             conditions.append(payout.c.status.in_([s.value for s in where.statuses]))
         if where.created_from is not None:

@@ -17,6 +17,7 @@ from support.world import World
 
 from benchmarks import replay
 from clients.party_management.client import PartyManagementClient
+from payout_manager.access.caller import ANONYMOUS
 from payout_manager.payouts.model import PayoutRequest
 from payout_manager.payouts.service import PayoutService
 from payout_manager.storage import tables
@@ -51,7 +52,7 @@ def captured(database_url: str, world: World, party_management: PartyManagementS
     client = PartyManagementClient(party_management.address, call_timeout=5)
     try:
         PayoutService(SqlStorage(Database(engine)), client).create(
-            PayoutRequest("", shop.party_id, shop.shop_id, 100_000, "RUB", "", {})
+            PayoutRequest("", shop.party_id, shop.shop_id, 100_000, "RUB", "", {}), ANONYMOUS
         )
         yield statements
     finally:

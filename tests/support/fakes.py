@@ -61,6 +61,7 @@ class MemoryPayouts:
             for p in newest_first
             if (not where.party_id or p.party_id == where.party_id)
             and (not where.shop_id or p.shop_id == where.shop_id)
+            and (where.parties is None or p.party_id in where.parties)
             and (not where.statuses or p.status in where.statuses)
             and (after is None or (p.created_at, p.payout_id) < (after.created_at, after.payout_id))
         ]

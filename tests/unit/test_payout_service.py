@@ -6,6 +6,7 @@ idempotent replay against conflict, the funds refusal, and which accounting each
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -13,10 +14,12 @@ from typing import Any
 import pytest
 from support.fakes import FixedPartyManagement, MemoryStorage
 
+from payout_manager.access.caller import ANONYMOUS, Caller
 from payout_manager.accounting.rules import PlanStatus
-from payout_manager.errors import Reason, Refusal
+from payout_manager.errors import Code, Reason, Refusal
 from payout_manager.payouts.cash_flow import AccountType, CashFlowAccount, CashFlowPosting
 from payout_manager.payouts.model import PayoutRequest, PayoutStatus
+from payout_manager.payouts.ports import PayoutFilter
 from payout_manager.payouts.service import PayoutService
 
 SETTLEMENT, PAYOUT_ACCOUNT, SYSTEM, FUNDING = 1, 3, 10, 99
@@ -64,7 +67,7 @@ def available(storage: MemoryStorage, account_id: int) -> int:
 
 
 def test_a_create_holds_the_cash_flow_and_records_event_1(storage: MemoryStorage) -> None:
-    payout = service(storage).create(request())
+    payout = service(storage).create(request(), ANONYMOUS)
 
     assert (payout.status, payout.revision, payout.amount, payout.fee) == (PayoutStatus.UNPAID, 1, 1_000, 10)
     assert storage.unit.ledger.plans["payout_payout-1"].status is PlanStatus.HOLD
@@ -76,9 +79,9 @@ def test_a_repeated_create_returns_the_payout_and_holds_and_records_nothing_more
     storage: MemoryStorage,
 ) -> None:
     payouts = service(storage)
-    first = payouts.create(request())
+    first = payouts.create(request(), ANONYMOUS)
 
-    again = payouts.create(request())
+    again = payouts.create(request(), ANONYMOUS)
 
     assert again == first
     assert len(storage.unit.ledger.plans["payout_payout-1"].batches) == 1
@@ -95,10 +98,10 @@ def test_a_create_reusing_the_id_of_another_payout_is_already_exists_and_changes
     storage: MemoryStorage, changes: dict[str, Any]
 ) -> None:
     payouts = service(storage)
-    payouts.create(request())
+    payouts.create(request(), ANONYMOUS)
 
     with pytest.raises(Refusal) as refused:
-        payouts.create(replace(request(), **changes))
+        payouts.create(replace(request(), **changes), ANONYMOUS)
 
     assert refused.value.reason is Reason.PAYOUT_ALREADY_EXISTS
     assert available(storage, SETTLEMENT) == 10_000 - 1_010
@@ -109,7 +112,7 @@ def test_a_create_the_settlement_account_cannot_fund_leaves_no_hold_payout_or_ev
     storage: MemoryStorage,
 ) -> None:
     with pytest.raises(Refusal) as refused:
-        service(storage).create(request(amount=9_995))  # 9 995 + 10 of fee > 10 000
+        service(storage).create(request(amount=9_995), ANONYMOUS)  # 9 995 + 10 of fee > 10 000
 
     assert refused.value.reason is Reason.INSUFFICIENT_FUNDS
     assert storage.unit.payouts.payouts == {}
@@ -139,7 +142,7 @@ def test_fees_that_leave_nothing_to_pay_out_are_refused_before_anything_is_held(
     )
 
     with pytest.raises(Refusal) as refused:
-        service(storage, fixed_fee).create(request())
+        service(storage, fixed_fee).create(request(), ANONYMOUS)
 
     assert refused.value.reason is Reason.INSUFFICIENT_FUNDS
     assert storage.transactions == 0
@@ -148,9 +151,9 @@ def test_fees_that_leave_nothing_to_pay_out_are_refused_before_anything_is_held(
 
 def test_confirm_commits_the_plan_moving_the_money(storage: MemoryStorage) -> None:
     payouts = service(storage)
-    payouts.create(request())
+    payouts.create(request(), ANONYMOUS)
 
-    confirmed = payouts.confirm("payout-1")
+    confirmed = payouts.confirm("payout-1", ANONYMOUS)
 
     assert (confirmed.status, confirmed.revision) == (PayoutStatus.CONFIRMED, 2)
     assert storage.unit.ledger.plans["payout_payout-1"].status is PlanStatus.COMMITTED
@@ -160,9 +163,9 @@ def test_confirm_commits_the_plan_moving_the_money(storage: MemoryStorage) -> No
 
 def test_cancel_rolls_the_plan_back_releasing_the_hold(storage: MemoryStorage) -> None:
     payouts = service(storage)
-    payouts.create(request())
+    payouts.create(request(), ANONYMOUS)
 
-    cancelled = payouts.cancel("payout-1", "changed our mind")
+    cancelled = payouts.cancel("payout-1", "changed our mind", ANONYMOUS)
 
     assert (cancelled.status, cancelled.cancel_details) == (PayoutStatus.CANCELLED, "changed our mind")
     assert storage.unit.ledger.plans["payout_payout-1"].status is PlanStatus.ROLLED_BACK
@@ -171,10 +174,10 @@ def test_cancel_rolls_the_plan_back_releasing_the_hold(storage: MemoryStorage) -
 
 def test_cancel_after_confirm_reverts_with_every_posting_swapped(storage: MemoryStorage) -> None:
     payouts = service(storage)
-    payouts.create(request())
-    payouts.confirm("payout-1")
+    payouts.create(request(), ANONYMOUS)
+    payouts.confirm("payout-1", ANONYMOUS)
 
-    payouts.cancel("payout-1", "returned by the bank")
+    payouts.cancel("payout-1", "returned by the bank", ANONYMOUS)
 
     plans = storage.unit.ledger.plans
     assert plans["payout_payout-1"].status is PlanStatus.COMMITTED
@@ -190,10 +193,10 @@ def test_a_transition_to_the_current_status_records_no_event_and_touches_no_plan
     storage: MemoryStorage,
 ) -> None:
     payouts = service(storage)
-    payouts.create(request())
-    payouts.mark_paid("payout-1")
+    payouts.create(request(), ANONYMOUS)
+    payouts.mark_paid("payout-1", ANONYMOUS)
 
-    again = payouts.mark_paid("payout-1")
+    again = payouts.mark_paid("payout-1", ANONYMOUS)
 
     assert (again.status, again.revision) == (PayoutStatus.PAID, 2)
     assert len(storage.unit.payouts.stored_events["payout-1"]) == 2
@@ -202,11 +205,11 @@ def test_a_transition_to_the_current_status_records_no_event_and_touches_no_plan
 
 def test_a_transition_outside_the_table_is_refused_and_changes_nothing(storage: MemoryStorage) -> None:
     payouts = service(storage)
-    payouts.create(request())
-    payouts.cancel("payout-1", "gone")
+    payouts.create(request(), ANONYMOUS)
+    payouts.cancel("payout-1", "gone", ANONYMOUS)
 
     with pytest.raises(Refusal) as refused:
-        payouts.confirm("payout-1")
+        payouts.confirm("payout-1", ANONYMOUS)
 
     assert refused.value.reason is Reason.INVALID_PAYOUT_STATUS
     assert storage.unit.ledger.plans["payout_payout-1"].status is PlanStatus.ROLLED_BACK
@@ -215,6 +218,68 @@ def test_a_transition_outside_the_table_is_refused_and_changes_nothing(storage: 
 
 def test_a_change_of_an_unknown_payout_is_not_found(storage: MemoryStorage) -> None:
     with pytest.raises(Refusal) as refused:
-        service(storage).confirm("nobody")
+        service(storage).confirm("nobody", ANONYMOUS)
 
     assert refused.value.reason is Reason.PAYOUT_NOT_FOUND
+
+
+# A principal confined to party-2, beside party-1's payout of `request()`.
+OTHER_TENANT = Caller("spiffe://bank/party-2-office", frozenset({"party-2"}))
+
+
+def test_a_confined_caller_cannot_create_for_another_party_and_nothing_is_held(
+    storage: MemoryStorage,
+) -> None:
+    with pytest.raises(Refusal) as refused:
+        service(storage).create(request(), OTHER_TENANT)
+
+    assert (refused.value.reason, refused.value.code) == (Reason.PARTY_NOT_ALLOWED, Code.PERMISSION_DENIED)
+    assert storage.unit.payouts.payouts == {}
+    assert storage.unit.ledger.plans == {}
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda p: p.get("payout-1", OTHER_TENANT),
+        lambda p: p.event("payout-1", 1, OTHER_TENANT),
+        lambda p: p.event("payout-1", 7, OTHER_TENANT),
+        lambda p: p.events("payout-1", 0, 10, OTHER_TENANT),
+        lambda p: p.confirm("payout-1", OTHER_TENANT),
+        lambda p: p.cancel("payout-1", "not mine", OTHER_TENANT),
+        lambda p: p.mark_paid("payout-1", OTHER_TENANT),
+    ],
+    ids=["get", "revision", "missing-revision", "events", "confirm", "cancel", "mark-paid"],
+)
+def test_another_partys_payout_does_not_exist_for_a_confined_caller(
+    storage: MemoryStorage, call: Callable[[PayoutService], object]
+) -> None:
+    payouts = service(storage)
+    payouts.create(request(), ANONYMOUS)
+
+    with pytest.raises(Refusal) as refused:
+        call(payouts)
+
+    assert refused.value.reason is Reason.PAYOUT_NOT_FOUND
+    # Word for word what a caller hears of a payout that does not exist at all.
+    with pytest.raises(Refusal) as nowhere:
+        call(service(MemoryStorage()))
+    assert str(refused.value) == str(nowhere.value)
+    assert storage.unit.payouts.payouts["payout-1"].revision == 1
+    assert storage.unit.ledger.plans["payout_payout-1"].status is PlanStatus.HOLD
+
+
+def test_a_confined_caller_lists_only_its_parties(storage: MemoryStorage) -> None:
+    payouts = service(storage)
+    payouts.create(request("mine"), Caller("office", frozenset({"party-1"})))
+    storage.unit.ledger.own[SETTLEMENT] += 10_000
+    payouts.create(replace(request("theirs"), party_id="party-2"), ANONYMOUS)
+    confined = Caller("office", frozenset({"party-1"}))
+
+    def listed(where: PayoutFilter, caller: Caller) -> list[str]:
+        return [p.payout_id for p in payouts.list(where, "", 10, caller).payouts]
+
+    assert listed(PayoutFilter(), confined) == ["mine"]
+    assert listed(PayoutFilter(party_id="party-2"), confined) == []
+    assert listed(PayoutFilter(party_id="party-1"), confined) == ["mine"]
+    assert sorted(listed(PayoutFilter(), ANONYMOUS)) == ["mine", "theirs"]
