@@ -19,7 +19,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from support.certificates import Authority, Issued
 from support.processes import free_port
-from support.serving import PartyManagementServer, Served, serve
+from support.serving import PartyManagementServer, Served, run_serve, serve
 
 from payout_manager.api import health
 
@@ -154,17 +154,6 @@ def test_a_new_key_that_does_not_match_keeps_the_last_good_certificate(
     assert {certificate_shown(served.address, ca, tmp=tmp_path) for _ in range(6)} == {first}
     assert healthy(served.address, credentials(ca))
     served.wait_for_log("do not load as a pair")
-
-
-def run_serve(env: dict[str, str], address: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "payout_manager", "serve", "--address", address],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
 
 
 def test_plaintext_on_an_address_other_than_loopback_stops_serve_with_one_line(database_url: str) -> None:

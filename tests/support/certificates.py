@@ -61,9 +61,11 @@ class Authority:
         dns: tuple[str, ...] = (),
         ips: tuple[str, ...] = (),
         uris: tuple[str, ...] = (),
+        expired: bool = False,
     ) -> Issued:
+        """A certificate for `common_name` with those SANs, valid a month (or, `expired`, until yesterday)."""
         key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.UTC)
+        now = datetime.datetime.now(datetime.UTC) - (31 * _DAY if expired else datetime.timedelta())
         names: list[x509.GeneralName] = [x509.DNSName(name) for name in dns]
         names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
         names += [x509.UniformResourceIdentifier(uri) for uri in uris]

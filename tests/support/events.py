@@ -246,7 +246,14 @@ class Stack:
         )
         wait_until_listening(self._party_management_address, self._party_management)
 
-    def serve(self, workers: int = 2, *, env: dict[str, str] | None = None) -> ServedWithStub:
+    def serve(
+        self,
+        workers: int = 2,
+        *,
+        env: dict[str, str] | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> ServedWithStub:
+        """`serve` on the stack; `credentials` for a TLS channel (the stack's world uses the first)."""
         env = {
             "PM_DATABASE_URL": self.database_url,
             "PM_PARTY_MANAGEMENT_ADDRESS": self._party_management_address,
@@ -255,8 +262,14 @@ class Stack:
             "PM_SHUTDOWN_GRACE": "5",
             **(env or {}),
         }
-        process = serve(workers, env, self.directory / f"serve-{len(self.servers)}.log")
-        channel = grpc.insecure_channel(process.address)
+        process = serve(
+            workers, env, self.directory / f"serve-{len(self.servers)}.log", credentials=credentials
+        )
+        channel = (
+            grpc.insecure_channel(process.address)
+            if credentials is None
+            else grpc.secure_channel(process.address, credentials)
+        )
         served = ServedWithStub(
             process.process, process.address, channel, payout_manager_pb2_grpc.PayoutManagementStub(channel)
         )

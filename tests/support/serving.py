@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -65,6 +67,18 @@ def serve(
         started.append(served)
     wait_until_serving(address, served.process, credentials=credentials)
     return served
+
+
+def run_serve(env: dict[str, str], address: str) -> subprocess.CompletedProcess[str]:
+    """`serve` run to its end, for settings that must stop it at start: its exit code and output."""
+    return subprocess.run(
+        [sys.executable, "-m", "payout_manager", "serve", "--address", address],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
 
 
 class StartServe(Protocol):

@@ -84,12 +84,14 @@ class World:
         terms: list[dict[str, Any]] | None = None,
         party_blocked: bool = False,
         shop_blocked: bool = False,
+        party_id: str | None = None,
     ) -> Shop:
-        """A new party with one shop, its three accounts, `funds` on its settlement account."""
+        """A new party (`party_id`, or a random one) with one shop, its three accounts, `funds` on its
+        settlement account."""
         self._ensure_system_accounts(currency)
         suffix = uuid.uuid4().hex[:12]
         shop = Shop(
-            party_id=f"party-{suffix}",
+            party_id=party_id or f"party-{suffix}",
             shop_id=f"shop-{suffix}",
             currency=currency,
             settlement=self.account(currency, "settlement"),
