@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,6 +43,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
+    # gRPC's C core writes its own lines, not JSON, to stderr: at its default verbosity one per
+    # failed TLS handshake, which any stranger can cause. Kept to its errors unless the operator
+    # asks otherwise, so that every line stays JSON (`logs`) and no one can flood the log.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     try:
         settings = settings_module.load()
         logs.configure(settings.log_level)

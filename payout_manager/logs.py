@@ -1,7 +1,9 @@
 """Logs: one JSON object per line on stderr, at the level PM_LOG_LEVEL names.
 
 Each line has `time`, `level`, `logger` and `message`; a served call's line also has `method`,
-`payout_id`, `code`, `duration_ms` and `request_id` (the caller's `x-request-id`, else a new one).
+`payout_id`, `code`, `duration_ms`, `request_id` (the caller's `x-request-id`, else a new one) and
+`caller` (its identity: the initiator of any change the call made; empty when it was refused as
+unknown).
 A URL's password is masked in every line, whatever logged it.
 """
 
@@ -12,7 +14,7 @@ import logging
 import re
 from datetime import UTC, datetime
 
-CALL_FIELDS = ("method", "payout_id", "code", "duration_ms", "request_id")
+CALL_FIELDS = ("method", "payout_id", "code", "duration_ms", "request_id", "caller")
 _PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://[^:/@\s]*):[^@/\s]*@", re.IGNORECASE)
 
 

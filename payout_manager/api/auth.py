@@ -33,7 +33,6 @@ _CERTIFICATE_NAMES = ("peer_uri", "peer_dns", "x509_common_name")
 def check_policy(settings: Settings, methods: Collection[str]) -> None:
     """Stops `serve` with one line when its policy file is not a valid policy."""
     if settings.auth_policy_file is None:
-        log.warning("PM_AUTH_POLICY_FILE is not set: every caller is anonymous with every right")
         return
     try:
         read_policy(settings.auth_policy_file, methods)

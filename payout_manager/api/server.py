@@ -194,9 +194,11 @@ def serve(settings: Settings, *, address: str, workers: int) -> None:
     tls.check_plaintext_allowed(settings, address)
     tls.server_credentials(settings)
     auth.check_policy(settings, METHODS)
+    database_url = settings.require_database_url()
+    if settings.auth_policy_file is None:
+        log.warning("PM_AUTH_POLICY_FILE is not set: every caller is anonymous with every right")
     stop = threading.Event()
     _on_stop_signals(stop)
-    database_url = settings.require_database_url()
     metrics = None
     if settings.metrics_address is not None:
         metrics = MetricsServer(settings.metrics_address, database_url, workers=workers)

@@ -56,6 +56,7 @@ def payout_to_proto(payout: Payout) -> pb.Payout:
         cancel_details=payout.cancel_details,
         revision=payout.revision,
         metadata=dict(payout.metadata),
+        created_by=payout.created_by,
     )
 
 
@@ -73,4 +74,5 @@ def event_to_proto(event: PayoutEvent) -> pb.Event:
         created_at=timestamp(event.created_at),
         payout_change=change,
         payout=payout_to_proto(event.payout),
+        initiator=event.initiator,
     )

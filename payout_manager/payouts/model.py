@@ -107,6 +107,8 @@ class Payout:
     currency: str
     cash_flow: tuple[CashFlowPosting, ...]
     metadata: Mapping[str, str]
+    # The identity of the caller whose create made it (SPEC 5).
+    created_by: str
     cancel_details: str = ""
     revision: int = 1
 
@@ -153,6 +155,8 @@ class PayoutEvent:
     created_at: datetime
     change: PayoutChange
     payout: Payout
+    # Who made the change: a caller's identity, `anonymous`, or `payout-manager:<job>`.
+    initiator: str
     event_id: str = field(default="")
 
 
@@ -164,8 +168,9 @@ def create(
     fee: int,
     cash_flow: Sequence[CashFlowPosting],
     now: datetime,
+    initiator: str,
 ) -> tuple[Payout, PayoutEvent]:
-    """A new UNPAID payout at revision 1 and its `created` event."""
+    """A new UNPAID payout at revision 1, created by `initiator`, and its `created` event."""
     payout = Payout(
         payout_id=request.payout_id,
         party_id=request.party_id,
@@ -181,9 +186,10 @@ def create(
         currency=request.currency,
         cash_flow=tuple(cash_flow),
         metadata=dict(request.metadata),
+        created_by=initiator,
         revision=1,
     )
-    return payout, PayoutEvent(payout.payout_id, 1, now, PayoutCreated(), payout)
+    return payout, PayoutEvent(payout.payout_id, 1, now, PayoutCreated(), payout, initiator)
 
 
 @dataclass(frozen=True)
@@ -199,8 +205,11 @@ class Transition:
         return self.event is not None
 
 
-def transition(payout: Payout, target: PayoutStatus, *, now: datetime, details: str = "") -> Transition:
-    """Moves `payout` to `target` by the transition table, or refuses with INVALID_PAYOUT_STATUS.
+def transition(
+    payout: Payout, target: PayoutStatus, *, now: datetime, initiator: str, details: str = ""
+) -> Transition:
+    """`initiator` moves `payout` to `target` by the transition table, or is refused with
+    INVALID_PAYOUT_STATUS.
 
     Asking for the status the payout already has is a no-op: same payout, no event.
     """
@@ -225,5 +234,6 @@ def transition(payout: Payout, target: PayoutStatus, *, now: datetime, details: 
         now,
         PayoutStatusChanged(target, details if target is PayoutStatus.CANCELLED else ""),
         changed,
+        initiator,
     )
     return Transition(changed, accounting, event)

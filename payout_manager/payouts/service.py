@@ -104,6 +104,7 @@ class PayoutService:
                 fee=sums.fee,
                 cash_flow=cash_flow.postings,
                 now=now,
+                initiator=caller.identity,
             )
             payouts = unit.payouts
             if not payouts.add(payout):
@@ -197,7 +198,7 @@ class PayoutService:
             payouts = unit.payouts
             current = _visible(payouts, payout_id, caller, for_update=True)
             now = self._clock()
-            change = model.transition(current, target, now=now, details=details)
+            change = model.transition(current, target, now=now, initiator=caller.identity, details=details)
             if change.event is None:
                 return current
             ledger = unit.ledger

@@ -50,6 +50,7 @@ def _payout(row: Row[Any]) -> Payout:
         currency=row.currency,
         cash_flow=tuple(_posting_from_json(p) for p in row.cash_flow),
         metadata=row.metadata,
+        created_by=row.created_by,
         cancel_details=row.cancel_details,
         revision=row.revision,
     )
@@ -107,6 +108,7 @@ class Payouts:
                 "currency": new.currency,
                 "cash_flow": [_posting_to_json(p) for p in new.cash_flow],
                 "metadata": dict(new.metadata),
+                "created_by": new.created_by,
                 "cancel_details": new.cancel_details,
                 "revision": new.revision,
             },

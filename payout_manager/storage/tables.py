@@ -137,6 +137,8 @@ payout = Table(
     Column("metadata", JSONB, nullable=False),
     Column("cancel_details", Text, nullable=False, server_default=text("''")),
     Column("revision", BigInteger, nullable=False),
+    # The identity of the caller whose create made it (SPEC 5).
+    Column("created_by", Text, nullable=False),
     CheckConstraint(f"status IN ({', '.join(repr(status.value) for status in PayoutStatus)})", name="status"),
     Index("ix_payout_created", text("created_at DESC"), text("payout_id DESC")),
     Index(

@@ -27,7 +27,7 @@ from support.books import dsn, payouts_whose_plans_disagree, unbalanced_currenci
 from support.certificates import Authority, Issued
 from support.events import Stack, sequences
 from support.payouts import cancel, confirm, create, refusal
-from support.serving import StartServe, run_serve
+from support.serving import StartServe, log_lines, run_serve
 from support.world import Shop
 
 from payout_manager.proto.accounter.v1 import accounter_pb2 as accounter_pb
@@ -512,3 +512,31 @@ def test_without_a_policy_serve_says_every_caller_is_anonymous(start_serve: Star
     served = start_serve()
 
     served.wait_for_log("every caller is anonymous with every right")
+
+
+def test_every_change_records_who_made_it_in_the_event_the_topic_and_the_log(secured: Secured) -> None:
+    back_office = secured.payouts(BACK_OFFICE)
+    made = create(back_office, secured.party_1.party_id, secured.party_1.shop_id, 300, payout_id="who-did-it")
+    secured.made[made.payout_id] = 2
+    treasury = secured.payouts(TREASURY)
+    cancelled = cancel(treasury, made.payout_id, "treasury said no")
+
+    assert (made.created_by, cancelled.created_by) == (BACK_OFFICE, BACK_OFFICE)
+    events = back_office.GetPayoutEvents(pb.GetPayoutEventsRequest(payout_id=made.payout_id)).events
+    assert [(e.sequence_id, e.initiator) for e in events] == [(1, BACK_OFFICE), (2, TREASURY)]
+    assert all(e.payout.created_by == BACK_OFFICE for e in events)
+    assert events[0].payout_change.created.payout.created_by == BACK_OFFICE
+    records = secured.stack.published({made.payout_id: 2})
+    published = [r.event for r in records if r.key == made.payout_id]
+    assert list(published) == list(events)
+    logged = log_lines(secured.stack.servers[0].process.output())
+    callers = [
+        (entry["method"].rpartition(".")[2], entry["caller"])
+        for entry in logged
+        if entry.get("payout_id") == made.payout_id and entry.get("code") == "OK"
+    ]
+    assert callers[:3] == [
+        ("CreatePayout", BACK_OFFICE),
+        ("CancelPayout", TREASURY),
+        ("GetPayoutEvents", BACK_OFFICE),
+    ]

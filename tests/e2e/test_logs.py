@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import re
-from typing import Any
 
 import grpc
 import pytest
 from sqlalchemy.engine import make_url
 from support.payouts import create
-from support.serving import StartServe
+from support.serving import StartServe, log_lines
 from support.world import World
 
 from payout_manager.proto.party_management.v1 import party_management_pb2 as party_pb
@@ -19,11 +17,6 @@ from payout_manager.proto.payout_manager.v1 import payout_manager_pb2_grpc
 
 PASSWORD = "s3cret-Pw-7"
 CREATE = "payout_manager.v1.PayoutManagement.CreatePayout"
-
-
-def lines(output: str) -> list[dict[str, Any]]:
-    """Every line of the output as the JSON object it must be."""
-    return [json.loads(line) for line in output.splitlines() if line.strip()]
 
 
 @pytest.fixture
@@ -51,11 +44,13 @@ def test_every_line_is_json_and_each_call_has_its_line_without_the_password(
             stub.CreatePayout(pb.CreatePayoutRequest(party_id=shop.party_id), timeout=10)
     served.stop()
 
-    logged = lines(served.process.output())
+    logged = log_lines(served.process.output())
     assert all({"time", "level", "logger", "message"} <= entry.keys() for entry in logged)
     calls = [entry for entry in logged if entry.get("method") == CREATE]
     ok = next(entry for entry in calls if entry["request_id"] == "from-the-caller-1")
     assert (ok["code"], ok["payout_id"], ok["level"]) == ("OK", made.payout_id, "INFO")
+    # Without a policy every caller is anonymous, and so is who created the payout.
+    assert (ok["caller"], made.created_by) == ("anonymous", "anonymous")
     assert isinstance(ok["duration_ms"], float) and ok["duration_ms"] > 0
     refused = next(entry for entry in calls if entry["code"] == "INVALID_ARGUMENT")
     assert re.fullmatch(r"[0-9a-f]{32}", refused["request_id"])
@@ -69,7 +64,7 @@ def test_the_log_level_leaves_out_what_is_below_it(start_serve: StartServe, worl
         create(payout_manager_pb2_grpc.PayoutManagementStub(channel), shop.party_id, shop.shop_id, 1_000)
     served.stop()
 
-    logged = lines(served.process.output())
+    logged = log_lines(served.process.output())
     # Without Kafka, serve warns that events wait in the database: WARNING lines still come.
     assert any(entry["level"] == "WARNING" for entry in logged)
     assert {entry["level"] for entry in logged} <= {"WARNING", "ERROR", "CRITICAL"}

@@ -41,7 +41,13 @@ def database_engine(postgres_server_url: str) -> Iterator[Engine]:
 def new_payout(payout_id: str) -> tuple[model.Payout, model.PayoutEvent]:
     request = model.PayoutRequest(payout_id, "party-1", "shop-1", 1_000, "RUB", "", {})
     payout, event = model.create(
-        request, payout_tool_id="tool-1", amount=1_000, fee=0, cash_flow=(), now=datetime.now(UTC)
+        request,
+        payout_tool_id="tool-1",
+        amount=1_000,
+        fee=0,
+        cash_flow=(),
+        now=datetime.now(UTC),
+        initiator="back-office",
     )
     return payout, replace(event, event_id=str(uuid.uuid4()))
 
@@ -129,9 +135,17 @@ def test_an_event_the_broker_refuses_holds_back_only_its_own_payout_and_goes_out
     oversized = model.PayoutRequest(stuck, "party-1", "shop-1", 1_000, "RUB", "", {"blob": "x" * 1_200_000})
     now = datetime.now(UTC)
     big, big_created = model.create(
-        oversized, payout_tool_id="tool-1", amount=1_000, fee=0, cash_flow=(), now=now
+        oversized,
+        payout_tool_id="tool-1",
+        amount=1_000,
+        fee=0,
+        cash_flow=(),
+        now=now,
+        initiator="back-office",
     )
-    big_confirmed = model.transition(big, model.PayoutStatus.CONFIRMED, now=now).event
+    big_confirmed = model.transition(
+        big, model.PayoutStatus.CONFIRMED, now=now, initiator="back-office"
+    ).event
     assert big_confirmed is not None
     small, small_created = new_payout(healthy)
     with database_engine.begin() as connection:

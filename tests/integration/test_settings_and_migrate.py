@@ -27,6 +27,7 @@ from support.processes import free_port
 
 from payout_manager import settings
 from payout_manager.payouts.model import PayoutStatus
+from payout_manager.proto.payout_manager.v1 import payout_manager_pb2 as pb
 from payout_manager.settings import Settings, SettingsError
 from payout_manager.storage import audit, migrations, tables
 from payout_manager.storage.database import create_database_engine
@@ -503,3 +504,54 @@ def test_the_migrated_status_constraint_allows_exactly_the_payout_statuses(fresh
     assert row is not None, "the payout table has no status constraint"
     # A status added to the enum without a migration (or the reverse) fails here.
     assert set(re.findall(r"'(\w+)'", row[0])) == {status.value for status in PayoutStatus}
+
+
+def _events_before_initiators() -> list[pb.Event]:
+    """A created and a confirmed event, as they were stored before events carried an initiator."""
+    payout = pb.Payout(payout_id="p-1", party_id="party", shop_id="shop", amount=10, currency="RUB")
+    payout.metadata["k"] = "v"
+    created = pb.Event(event_id="e-1", payout_id="p-1", sequence_id=1, payout=payout)
+    created.payout_change.created.payout.CopyFrom(payout)
+    confirmed = pb.Event(event_id="e-2", payout_id="p-1", sequence_id=2, payout=payout)
+    confirmed.payout.status = pb.PAYOUT_STATUS_CONFIRMED
+    confirmed.payout_change.status_changed.status = pb.PAYOUT_STATUS_CONFIRMED
+    return [created, confirmed]
+
+
+def test_migrating_to_initiators_makes_every_stored_change_anonymous(fresh_database_url: str) -> None:
+    command.upgrade(migrations.alembic_config(fresh_database_url), "0003")
+    before = _events_before_initiators()
+    with closing(psycopg2.connect(fresh_database_url)) as connection, connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO payout (payout_id, party_id, shop_id, status, created_at, updated_at,"
+            " requested_amount, requested_payout_tool_id, payout_tool_id, amount, fee, currency, cash_flow,"
+            " metadata, cancel_details, revision)"
+            " VALUES ('p-1', 'party', 'shop', 'CONFIRMED', now(), now(), 10, '', 't', 10, 0, 'RUB', '[]',"
+            " '{}', '', 2)"
+        )
+        for event in before:
+            cursor.execute(
+                "INSERT INTO payout_event (event_id, payout_id, sequence_id, created_at, payload)"
+                " VALUES (gen_random_uuid(), 'p-1', %s, now(), %s)",
+                (event.sequence_id, event.SerializeToString()),
+            )
+        connection.commit()
+
+    migrations.upgrade(fresh_database_url)
+
+    with closing(psycopg2.connect(fresh_database_url)) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT created_by FROM payout")
+        assert cursor.fetchall() == [("anonymous",)]
+        cursor.execute("SELECT payload FROM payout_event ORDER BY sequence_id")
+        after = [pb.Event.FromString(bytes(payload)) for (payload,) in cursor.fetchall()]
+    assert [(e.initiator, e.payout.created_by) for e in after] == [("anonymous", "anonymous")] * 2
+    assert after[0].payout_change.created.payout.created_by == "anonymous"
+    assert after[1].payout_change.WhichOneof("change") == "status_changed"
+    # Nothing else of them changed.
+    expected = [pb.Event() for _ in before]
+    for amended, original in zip(expected, before, strict=True):
+        amended.CopyFrom(original)
+        amended.initiator = "anonymous"
+        amended.payout.created_by = "anonymous"
+    expected[0].payout_change.created.payout.created_by = "anonymous"
+    assert after == expected

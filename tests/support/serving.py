@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import grpc
 import pytest
@@ -67,6 +68,11 @@ def serve(
         started.append(served)
     wait_until_serving(address, served.process, credentials=credentials)
     return served
+
+
+def log_lines(output: str) -> list[dict[str, Any]]:
+    """Every line of a process's output as the JSON object each log line must be."""
+    return [json.loads(line) for line in output.splitlines() if line.strip()]
 
 
 def run_serve(env: dict[str, str], address: str) -> subprocess.CompletedProcess[str]:

@@ -88,7 +88,13 @@ CASH_FLOW = (flow(SETTLEMENT, PAYOUT, 10_000), flow(SETTLEMENT, SYSTEM, 100))
 
 def payout_in(status: PayoutStatus, *, revision: int = 3, cancel_details: str = "") -> Payout:
     created, _ = model.create(
-        REQUEST, payout_tool_id="tool-1", amount=10_000, fee=100, cash_flow=CASH_FLOW, now=CREATED_AT
+        REQUEST,
+        payout_tool_id="tool-1",
+        amount=10_000,
+        fee=100,
+        cash_flow=CASH_FLOW,
+        now=CREATED_AT,
+        initiator="back-office",
     )
     return replace(created, status=status, revision=revision, cancel_details=cancel_details)
 
@@ -98,7 +104,13 @@ def payout_in(status: PayoutStatus, *, revision: int = 3, cancel_details: str = 
 
 def test_create_makes_an_unpaid_payout_at_revision_1_with_its_created_event() -> None:
     payout, event = model.create(
-        REQUEST, payout_tool_id="tool-1", amount=9_900, fee=100, cash_flow=list(CASH_FLOW), now=CREATED_AT
+        REQUEST,
+        payout_tool_id="tool-1",
+        amount=9_900,
+        fee=100,
+        cash_flow=list(CASH_FLOW),
+        now=CREATED_AT,
+        initiator="back-office",
     )
 
     assert (payout.status, payout.revision, payout.created_at, payout.updated_at) == (
@@ -174,7 +186,7 @@ def test_allowed_transition_changes_the_status_with_its_accounting_and_one_event
     source, target = pair
     before = payout_in(source, revision=3)
 
-    result = model.transition(before, target, now=NOW)
+    result = model.transition(before, target, now=NOW, initiator="back-office")
 
     assert result.accounting is ALLOWED[pair]
     assert result.changed
@@ -188,7 +200,9 @@ def test_allowed_transition_changes_the_status_with_its_accounting_and_one_event
 
 @pytest.mark.parametrize("source", [UNPAID, PAID, CONFIRMED])
 def test_cancel_records_its_details_on_the_payout_and_the_event(source: PayoutStatus) -> None:
-    result = model.transition(payout_in(source), CANCELLED, now=NOW, details="merchant asked")
+    result = model.transition(
+        payout_in(source), CANCELLED, now=NOW, initiator="back-office", details="merchant asked"
+    )
 
     assert result.payout.cancel_details == "merchant asked"
     assert result.event is not None
@@ -198,7 +212,7 @@ def test_cancel_records_its_details_on_the_payout_and_the_event(source: PayoutSt
 
 @pytest.mark.parametrize("target", [PAID, CONFIRMED])
 def test_details_of_a_transition_other_than_cancel_are_not_recorded(target: PayoutStatus) -> None:
-    result = model.transition(payout_in(UNPAID), target, now=NOW, details="ignored")
+    result = model.transition(payout_in(UNPAID), target, now=NOW, initiator="back-office", details="ignored")
 
     assert result.payout.cancel_details == ""
     assert result.event is not None
@@ -211,7 +225,7 @@ def test_transition_to_the_current_status_is_a_no_op_without_event(
 ) -> None:
     before = payout_in(pair[0], revision=5, cancel_details="first reason")
 
-    result = model.transition(before, pair[1], now=NOW, details="second reason")
+    result = model.transition(before, pair[1], now=NOW, initiator="back-office", details="second reason")
 
     assert result.payout == before
     assert (result.accounting, result.event, result.changed) == (Accounting.NONE, None, False)
@@ -222,7 +236,7 @@ def test_transition_outside_the_table_is_refused(pair: tuple[PayoutStatus, Payou
     before = payout_in(pair[0])
 
     with pytest.raises(Refusal) as caught:
-        model.transition(before, pair[1], now=NOW)
+        model.transition(before, pair[1], now=NOW, initiator="back-office")
 
     assert (caught.value.reason, caught.value.code) == (
         Reason.INVALID_PAYOUT_STATUS,
@@ -233,9 +247,9 @@ def test_transition_outside_the_table_is_refused(pair: tuple[PayoutStatus, Payou
 def test_each_change_takes_the_next_revision() -> None:
     unpaid = payout_in(UNPAID, revision=1)
 
-    paid = model.transition(unpaid, PAID, now=NOW)
-    confirmed = model.transition(paid.payout, CONFIRMED, now=NOW)
-    cancelled = model.transition(confirmed.payout, CANCELLED, now=NOW)
+    paid = model.transition(unpaid, PAID, now=NOW, initiator="back-office")
+    confirmed = model.transition(paid.payout, CONFIRMED, now=NOW, initiator="back-office")
+    cancelled = model.transition(confirmed.payout, CANCELLED, now=NOW, initiator="back-office")
 
     revisions = [t.payout.revision for t in (paid, confirmed, cancelled)]
     sequence_ids = [t.event.sequence_id for t in (paid, confirmed, cancelled) if t.event is not None]

@@ -283,3 +283,13 @@ def test_a_confined_caller_lists_only_its_parties(storage: MemoryStorage) -> Non
     assert listed(PayoutFilter(party_id="party-2"), confined) == []
     assert listed(PayoutFilter(party_id="party-1"), confined) == ["mine"]
     assert sorted(listed(PayoutFilter(), ANONYMOUS)) == ["mine", "theirs"]
+
+
+def test_each_event_records_its_caller_and_the_payout_who_created_it(storage: MemoryStorage) -> None:
+    payouts = service(storage)
+    payouts.create(request(), Caller("back-office"))
+    payouts.confirm("payout-1", Caller("treasury"))
+
+    events = storage.unit.payouts.stored_events["payout-1"]
+    assert [e.initiator for e in events] == ["back-office", "treasury"]
+    assert [e.payout.created_by for e in events] == ["back-office", "back-office"]

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from payout_manager.proto.party_management.v1 import party_management_pb2 as party__management_dot_v1_dot_party__management__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&payout_manager/v1/payout_manager.proto\x12\x11payout_manager.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a*party_management/v1/party_management.proto\"\xe5\x03\n\x06Payout\x12\x11\n\tpayout_id\x18\x01 \x01(\t\x12.\n\ncreated_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08party_id\x18\x04 \x01(\t\x12\x0f\n\x07shop_id\x18\x05 \x01(\t\x12/\n\x06status\x18\x06 \x01(\x0e\x32\x1f.payout_manager.v1.PayoutStatus\x12\x37\n\tcash_flow\x18\x07 \x03(\x0b\x32$.party_management.v1.CashFlowPosting\x12\x16\n\x0epayout_tool_id\x18\x08 \x01(\t\x12\x0e\n\x06\x61mount\x18\t \x01(\x03\x12\x0b\n\x03\x66\x65\x65\x18\n \x01(\x03\x12\x10\n\x08\x63urrency\x18\x0b \x01(\t\x12\x16\n\x0e\x63\x61ncel_details\x18\x0c \x01(\t\x12\x10\n\x08revision\x18\r \x01(\x03\x12\x39\n\x08metadata\x18\x0e \x03(\x0b\x32\'.payout_manager.v1.Payout.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x85\x02\n\x13\x43reatePayoutRequest\x12\x11\n\tpayout_id\x18\x01 \x01(\t\x12\x10\n\x08party_id\x18\x02 \x01(\t\x12\x0f\n\x07shop_id\x18\x03 \x01(\t\x12\'\n\x04\x63\x61sh\x18\x04 \x01(\x0b\x32\x19.party_management.v1.Cash\x12\x16\n\x0epayout_tool_id\x18\x05 \x01(\t\x12\x46\n\x08metadata\x18\x06 \x03(\x0b\x32\x34.payout_manager.v1.CreatePayoutRequest.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"7\n\x10GetPayoutRequest\x12\x11\n\tpayout_id\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\x03\")\n\x14\x43onfirmPayoutRequest\x12\x11\n\tpayout_id\x18\x01 \x01(\t\"9\n\x13\x43\x61ncelPayoutRequest\x12\x11\n\tpayout_id\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x65tails\x18\x02 \x01(\t\"*\n\x15MarkPayoutPaidRequest\x12\x11\n\tpayout_id\x18\x01 \x01(\t\"\xf3\x01\n\x12ListPayoutsRequest\x12\x10\n\x08party_id\x18\x01 \x01(\t\x12\x0f\n\x07shop_id\x18\x02 \x01(\t\x12\x31\n\x08statuses\x18\x03 \x03(\x0e\x32\x1f.payout_manager.v1.PayoutStatus\x12\x30\n\x0c\x63reated_from\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_to\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x06 \x01(\x05\x12\x12\n\npage_token\x18\x07 \x01(\t\"Z\n\x13ListPayoutsResponse\x12*\n\x07payouts\x18\x01 \x03(\x0b\x32\x19.payout_manager.v1.Payout\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"U\n\x16GetPayoutEventsRequest\x12\x11\n\tpayout_id\x18\x01 \x01(\t\x12\x19\n\x11\x61\x66ter_sequence_id\x18\x02 \x01(\x03\x12\r\n\x05limit\x18\x03 \x01(\x05\"C\n\x17GetPayoutEventsResponse\x12(\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x18.payout_manager.v1.Event\":\n\rPayoutCreated\x12)\n\x06payout\x18\x01 \x01(\x0b\x32\x19.payout_manager.v1.Payout\"W\n\x13PayoutStatusChanged\x12/\n\x06status\x18\x01 \x01(\x0e\x32\x1f.payout_manager.v1.PayoutStatus\x12\x0f\n\x07\x64\x65tails\x18\x02 \x01(\t\"\x8f\x01\n\x0cPayoutChange\x12\x33\n\x07\x63reated\x18\x01 \x01(\x0b\x32 .payout_manager.v1.PayoutCreatedH\x00\x12@\n\x0estatus_changed\x18\x02 \x01(\x0b\x32&.payout_manager.v1.PayoutStatusChangedH\x00\x42\x08\n\x06\x63hange\"\xd4\x01\n\x05\x45vent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x11\n\tpayout_id\x18\x02 \x01(\t\x12\x13\n\x0bsequence_id\x18\x03 \x01(\x03\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\rpayout_change\x18\x05 \x01(\x0b\x32\x1f.payout_manager.v1.PayoutChange\x12)\n\x06payout\x18\x06 \x01(\x0b\x32\x19.payout_manager.v1.Payout*\x99\x01\n\x0cPayoutStatus\x12\x1d\n\x19PAYOUT_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14PAYOUT_STATUS_UNPAID\x10\x01\x12\x16\n\x12PAYOUT_STATUS_PAID\x10\x02\x12\x1b\n\x17PAYOUT_STATUS_CONFIRMED\x10\x03\x12\x1b\n\x17PAYOUT_STATUS_CANCELLED\x10\x04\x32\xf9\x04\n\x10PayoutManagement\x12Q\n\x0c\x43reatePayout\x12&.payout_manager.v1.CreatePayoutRequest\x1a\x19.payout_manager.v1.Payout\x12K\n\tGetPayout\x12#.payout_manager.v1.GetPayoutRequest\x1a\x19.payout_manager.v1.Payout\x12S\n\rConfirmPayout\x12\'.payout_manager.v1.ConfirmPayoutRequest\x1a\x19.payout_manager.v1.Payout\x12Q\n\x0c\x43\x61ncelPayout\x12&.payout_manager.v1.CancelPayoutRequest\x1a\x19.payout_manager.v1.Payout\x12U\n\x0eMarkPayoutPaid\x12(.payout_manager.v1.MarkPayoutPaidRequest\x1a\x19.payout_manager.v1.Payout\x12\\\n\x0bListPayouts\x12%.payout_manager.v1.ListPayoutsRequest\x1a&.payout_manager.v1.ListPayoutsResponse\x12h\n\x0fGetPayoutEvents\x12).payout_manager.v1.GetPayoutEventsRequest\x1a*.payout_manager.v1.GetPayoutEventsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&payout_manager/v1/payout_manager.proto\x12\x11payout_manager.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a*party_management/v1/party_management.proto\"\xf9\x03\n\x06Payout\x12\x11\n\tpayout_id\x18\x01 \x01(\t\x12.\n\ncreated_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08party_id\x18\x04 \x01(\t\x12\x0f\n\x07shop_id\x18\x05 \x01(\t\x12/\n\x06status\x18\x06 \x01(\x0e\x32\x1f.payout_manager.v1.PayoutStatus\x12\x37\n\tcash_flow\x18\x07 \x03(\x0b\x32$.party_management.v1.CashFlowPosting\x12\x16\n\x0epayout_tool_id\x18\x08 \x01(\t\x12\x0e\n\x06\x61mount\x18\t \x01(\x03\x12\x0b\n\x03\x66\x65\x65\x18\n \x01(\x03\x12\x10\n\x08\x63urrency\x18\x0b \x01(\t\x12\x16\n\x0e\x63\x61ncel_details\x18\x0c \x01(\t\x12\x10\n\x08revision\x18\r \x01(\x03\x12\x39\n\x08metadata\x18\x0e \x03(\x0b\x32\'.payout_manager.v1.Payout.MetadataEntry\x12\x12\n\ncreated_by\x18\x0f \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x85\x02\n\x13\x43reatePayoutRequest\x12\x11\n\tpayout_id\x18\x01 \x01(\t\x12\x10\n\x08party_id\x18\x02 \x01(\t\x12\x0f\n\x07shop_id\x18\x03 \x01(\t\x12\'\n\x04\x63\x61sh\x18\x04 \x01(\x0b\x32\x19.party_management.v1.Cash\x12\x16\n\x0epayout_tool_id\x18\x05 \x01(\t\x12\x46\n\x08metadata\x18\x06 \x03(\x0b\x32\x34.payout_manager.v1.CreatePayoutRequest.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"7\n\x10GetPayoutRequest\x12\x11\n\tpayout_id\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\x03\")\n\x14\x43onfirmPayoutRequest\x12\x11\n\tpayout_id\x18\x01 \x01(\t\"9\n\x13\x43\x61ncelPayoutRequest\x12\x11\n\tpayout_id\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x65tails\x18\x02 \x01(\t\"*\n\x15MarkPayoutPaidRequest\x12\x11\n\tpayout_id\x18\x01 \x01(\t\"\xf3\x01\n\x12ListPayoutsRequest\x12\x10\n\x08party_id\x18\x01 \x01(\t\x12\x0f\n\x07shop_id\x18\x02 \x01(\t\x12\x31\n\x08statuses\x18\x03 \x03(\x0e\x32\x1f.payout_manager.v1.PayoutStatus\x12\x30\n\x0c\x63reated_from\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_to\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x06 \x01(\x05\x12\x12\n\npage_token\x18\x07 \x01(\t\"Z\n\x13ListPayoutsResponse\x12*\n\x07payouts\x18\x01 \x03(\x0b\x32\x19.payout_manager.v1.Payout\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"U\n\x16GetPayoutEventsRequest\x12\x11\n\tpayout_id\x18\x01 \x01(\t\x12\x19\n\x11\x61\x66ter_sequence_id\x18\x02 \x01(\x03\x12\r\n\x05limit\x18\x03 \x01(\x05\"C\n\x17GetPayoutEventsResponse\x12(\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x18.payout_manager.v1.Event\":\n\rPayoutCreated\x12)\n\x06payout\x18\x01 \x01(\x0b\x32\x19.payout_manager.v1.Payout\"W\n\x13PayoutStatusChanged\x12/\n\x06status\x18\x01 \x01(\x0e\x32\x1f.payout_manager.v1.PayoutStatus\x12\x0f\n\x07\x64\x65tails\x18\x02 \x01(\t\"\x8f\x01\n\x0cPayoutChange\x12\x33\n\x07\x63reated\x18\x01 \x01(\x0b\x32 .payout_manager.v1.PayoutCreatedH\x00\x12@\n\x0estatus_changed\x18\x02 \x01(\x0b\x32&.payout_manager.v1.PayoutStatusChangedH\x00\x42\x08\n\x06\x63hange\"\xe7\x01\n\x05\x45vent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x11\n\tpayout_id\x18\x02 \x01(\t\x12\x13\n\x0bsequence_id\x18\x03 \x01(\x03\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\rpayout_change\x18\x05 \x01(\x0b\x32\x1f.payout_manager.v1.PayoutChange\x12)\n\x06payout\x18\x06 \x01(\x0b\x32\x19.payout_manager.v1.Payout\x12\x11\n\tinitiator\x18\x07 \x01(\t*\x99\x01\n\x0cPayoutStatus\x12\x1d\n\x19PAYOUT_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14PAYOUT_STATUS_UNPAID\x10\x01\x12\x16\n\x12PAYOUT_STATUS_PAID\x10\x02\x12\x1b\n\x17PAYOUT_STATUS_CONFIRMED\x10\x03\x12\x1b\n\x17PAYOUT_STATUS_CANCELLED\x10\x04\x32\xf9\x04\n\x10PayoutManagement\x12Q\n\x0c\x43reatePayout\x12&.payout_manager.v1.CreatePayoutRequest\x1a\x19.payout_manager.v1.Payout\x12K\n\tGetPayout\x12#.payout_manager.v1.GetPayoutRequest\x1a\x19.payout_manager.v1.Payout\x12S\n\rConfirmPayout\x12\'.payout_manager.v1.ConfirmPayoutRequest\x1a\x19.payout_manager.v1.Payout\x12Q\n\x0c\x43\x61ncelPayout\x12&.payout_manager.v1.CancelPayoutRequest\x1a\x19.payout_manager.v1.Payout\x12U\n\x0eMarkPayoutPaid\x12(.payout_manager.v1.MarkPayoutPaidRequest\x1a\x19.payout_manager.v1.Payout\x12\\\n\x0bListPayouts\x12%.payout_manager.v1.ListPayoutsRequest\x1a&.payout_manager.v1.ListPayoutsResponse\x12h\n\x0fGetPayoutEvents\x12).payout_manager.v1.GetPayoutEventsRequest\x1a*.payout_manager.v1.GetPayoutEventsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,40 +37,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PAYOUT_METADATAENTRY']._serialized_options = b'8\001'
   _globals['_CREATEPAYOUTREQUEST_METADATAENTRY']._loaded_options = None
   _globals['_CREATEPAYOUTREQUEST_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_PAYOUTSTATUS']._serialized_start=2098
-  _globals['_PAYOUTSTATUS']._serialized_end=2251
+  _globals['_PAYOUTSTATUS']._serialized_start=2137
+  _globals['_PAYOUTSTATUS']._serialized_end=2290
   _globals['_PAYOUT']._serialized_start=139
-  _globals['_PAYOUT']._serialized_end=624
-  _globals['_PAYOUT_METADATAENTRY']._serialized_start=577
-  _globals['_PAYOUT_METADATAENTRY']._serialized_end=624
-  _globals['_CREATEPAYOUTREQUEST']._serialized_start=627
-  _globals['_CREATEPAYOUTREQUEST']._serialized_end=888
-  _globals['_CREATEPAYOUTREQUEST_METADATAENTRY']._serialized_start=577
-  _globals['_CREATEPAYOUTREQUEST_METADATAENTRY']._serialized_end=624
-  _globals['_GETPAYOUTREQUEST']._serialized_start=890
-  _globals['_GETPAYOUTREQUEST']._serialized_end=945
-  _globals['_CONFIRMPAYOUTREQUEST']._serialized_start=947
-  _globals['_CONFIRMPAYOUTREQUEST']._serialized_end=988
-  _globals['_CANCELPAYOUTREQUEST']._serialized_start=990
-  _globals['_CANCELPAYOUTREQUEST']._serialized_end=1047
-  _globals['_MARKPAYOUTPAIDREQUEST']._serialized_start=1049
-  _globals['_MARKPAYOUTPAIDREQUEST']._serialized_end=1091
-  _globals['_LISTPAYOUTSREQUEST']._serialized_start=1094
-  _globals['_LISTPAYOUTSREQUEST']._serialized_end=1337
-  _globals['_LISTPAYOUTSRESPONSE']._serialized_start=1339
-  _globals['_LISTPAYOUTSRESPONSE']._serialized_end=1429
-  _globals['_GETPAYOUTEVENTSREQUEST']._serialized_start=1431
-  _globals['_GETPAYOUTEVENTSREQUEST']._serialized_end=1516
-  _globals['_GETPAYOUTEVENTSRESPONSE']._serialized_start=1518
-  _globals['_GETPAYOUTEVENTSRESPONSE']._serialized_end=1585
-  _globals['_PAYOUTCREATED']._serialized_start=1587
-  _globals['_PAYOUTCREATED']._serialized_end=1645
-  _globals['_PAYOUTSTATUSCHANGED']._serialized_start=1647
-  _globals['_PAYOUTSTATUSCHANGED']._serialized_end=1734
-  _globals['_PAYOUTCHANGE']._serialized_start=1737
-  _globals['_PAYOUTCHANGE']._serialized_end=1880
-  _globals['_EVENT']._serialized_start=1883
-  _globals['_EVENT']._serialized_end=2095
-  _globals['_PAYOUTMANAGEMENT']._serialized_start=2254
-  _globals['_PAYOUTMANAGEMENT']._serialized_end=2887
+  _globals['_PAYOUT']._serialized_end=644
+  _globals['_PAYOUT_METADATAENTRY']._serialized_start=597
+  _globals['_PAYOUT_METADATAENTRY']._serialized_end=644
+  _globals['_CREATEPAYOUTREQUEST']._serialized_start=647
+  _globals['_CREATEPAYOUTREQUEST']._serialized_end=908
+  _globals['_CREATEPAYOUTREQUEST_METADATAENTRY']._serialized_start=597
+  _globals['_CREATEPAYOUTREQUEST_METADATAENTRY']._serialized_end=644
+  _globals['_GETPAYOUTREQUEST']._serialized_start=910
+  _globals['_GETPAYOUTREQUEST']._serialized_end=965
+  _globals['_CONFIRMPAYOUTREQUEST']._serialized_start=967
+  _globals['_CONFIRMPAYOUTREQUEST']._serialized_end=1008
+  _globals['_CANCELPAYOUTREQUEST']._serialized_start=1010
+  _globals['_CANCELPAYOUTREQUEST']._serialized_end=1067
+  _globals['_MARKPAYOUTPAIDREQUEST']._serialized_start=1069
+  _globals['_MARKPAYOUTPAIDREQUEST']._serialized_end=1111
+  _globals['_LISTPAYOUTSREQUEST']._serialized_start=1114
+  _globals['_LISTPAYOUTSREQUEST']._serialized_end=1357
+  _globals['_LISTPAYOUTSRESPONSE']._serialized_start=1359
+  _globals['_LISTPAYOUTSRESPONSE']._serialized_end=1449
+  _globals['_GETPAYOUTEVENTSREQUEST']._serialized_start=1451
+  _globals['_GETPAYOUTEVENTSREQUEST']._serialized_end=1536
+  _globals['_GETPAYOUTEVENTSRESPONSE']._serialized_start=1538
+  _globals['_GETPAYOUTEVENTSRESPONSE']._serialized_end=1605
+  _globals['_PAYOUTCREATED']._serialized_start=1607
+  _globals['_PAYOUTCREATED']._serialized_end=1665
+  _globals['_PAYOUTSTATUSCHANGED']._serialized_start=1667
+  _globals['_PAYOUTSTATUSCHANGED']._serialized_end=1754
+  _globals['_PAYOUTCHANGE']._serialized_start=1757
+  _globals['_PAYOUTCHANGE']._serialized_end=1900
+  _globals['_EVENT']._serialized_start=1903
+  _globals['_EVENT']._serialized_end=2134
+  _globals['_PAYOUTMANAGEMENT']._serialized_start=2293
+  _globals['_PAYOUTMANAGEMENT']._serialized_end=2926
 # @@protoc_insertion_point(module_scope)

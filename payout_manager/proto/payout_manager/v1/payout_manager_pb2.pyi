@@ -80,6 +80,7 @@ class Payout(_message.Message):
     CANCEL_DETAILS_FIELD_NUMBER: _builtins.int
     REVISION_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
+    CREATED_BY_FIELD_NUMBER: _builtins.int
     payout_id: _builtins.str
     party_id: _builtins.str
     shop_id: _builtins.str
@@ -93,6 +94,8 @@ class Payout(_message.Message):
     cancel_details: _builtins.str
     revision: _builtins.int
     """The sequence id of the payout's latest event."""
+    created_by: _builtins.str
+    """Who created the payout: the initiator of its `created` event."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -118,10 +121,11 @@ class Payout(_message.Message):
         cancel_details: _builtins.str = ...,
         revision: _builtins.int = ...,
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        created_by: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "cancel_details", b"cancel_details", "cash_flow", b"cash_flow", "created_at", b"created_at", "currency", b"currency", "fee", b"fee", "metadata", b"metadata", "party_id", b"party_id", "payout_id", b"payout_id", "payout_tool_id", b"payout_tool_id", "revision", b"revision", "shop_id", b"shop_id", "status", b"status", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "cancel_details", b"cancel_details", "cash_flow", b"cash_flow", "created_at", b"created_at", "created_by", b"created_by", "currency", b"currency", "fee", b"fee", "metadata", b"metadata", "party_id", b"party_id", "payout_id", b"payout_id", "payout_tool_id", b"payout_tool_id", "revision", b"revision", "shop_id", b"shop_id", "status", b"status", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -460,9 +464,14 @@ class Event(_message.Message):
     CREATED_AT_FIELD_NUMBER: _builtins.int
     PAYOUT_CHANGE_FIELD_NUMBER: _builtins.int
     PAYOUT_FIELD_NUMBER: _builtins.int
+    INITIATOR_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     payout_id: _builtins.str
     sequence_id: _builtins.int
+    initiator: _builtins.str
+    """Who made the change: the caller's identity, "anonymous" without an access policy, or
+    "payout-manager:<job>" for the service's own changes.
+    """
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp:
         """When the change was committed."""
@@ -482,10 +491,11 @@ class Event(_message.Message):
         created_at: _timestamp_pb2.Timestamp | None = ...,
         payout_change: Global___PayoutChange | None = ...,
         payout: Global___Payout | None = ...,
+        initiator: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "payout", b"payout", "payout_change", b"payout_change"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "event_id", b"event_id", "payout", b"payout", "payout_change", b"payout_change", "payout_id", b"payout_id", "sequence_id", b"sequence_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "event_id", b"event_id", "initiator", b"initiator", "payout", b"payout", "payout_change", b"payout_change", "payout_id", b"payout_id", "sequence_id", b"sequence_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
