@@ -9,7 +9,7 @@ GHZ_VERSION := v0.120.0
 BUF_VERSION := v1.75.0
 TOOLS := $(CURDIR)/.tools/bin
 
-.PHONY: run test lint proto diagrams tools bench clean
+.PHONY: run run-secure test lint proto diagrams tools bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ $(STAMP): pyproject.toml
 ## run: PostgreSQL from the wheel, migrations, the reference PartyManagement server with demo accounts, and serve
 run: $(STAMP)
 	$(BIN)/python -m local_stack
+
+## run-secure: the same demo over mutual TLS with an access policy (certificates in .demo/secure)
+run-secure: $(STAMP)
+	$(BIN)/python -m local_stack --secure
 
 ## test: every test, lint and type checks
 test: $(STAMP) lint

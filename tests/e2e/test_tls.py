@@ -17,10 +17,10 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from support.certificates import Authority, Issued
 from support.processes import free_port
 from support.serving import PartyManagementServer, Served, run_serve, serve
 
+from local_stack.certificates import Authority, Issued
 from payout_manager.api import health
 
 HANDSHAKE_TIMEOUT = 5.0

@@ -1,4 +1,4 @@
-"""Certificates for the TLS tests: a CA of the test's own, and what it signs (cryptography)."""
+"""Certificates for the TLS tests and the secured demo: a CA of their own and what it signs."""
 
 from __future__ import annotations
 
@@ -34,7 +34,8 @@ class Issued:
 class Authority:
     """A certificate authority that signs server and client certificates."""
 
-    def __init__(self, name: str = "payout-manager test CA") -> None:
+    def __init__(self, name: str = "payout-manager test CA", *, days: int = 30) -> None:
+        self._days = days
         self._key = ec.generate_private_key(ec.SECP256R1())
         self._name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
         now = datetime.datetime.now(datetime.UTC)
@@ -45,7 +46,7 @@ class Authority:
             .public_key(self._key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - _DAY)
-            .not_valid_after(now + 30 * _DAY)
+            .not_valid_after(now + days * _DAY)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .sign(self._key, hashes.SHA256())
         )
@@ -63,9 +64,10 @@ class Authority:
         uris: tuple[str, ...] = (),
         expired: bool = False,
     ) -> Issued:
-        """A certificate for `common_name` with those SANs, valid a month (or, `expired`, until yesterday)."""
+        """A certificate for `common_name` with those SANs, valid as long as the CA (or, `expired`,
+        until yesterday)."""
         key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.UTC) - (31 * _DAY if expired else datetime.timedelta())
+        now = datetime.datetime.now(datetime.UTC)
         names: list[x509.GeneralName] = [x509.DNSName(name) for name in dns]
         names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
         names += [x509.UniformResourceIdentifier(uri) for uri in uris]
@@ -75,8 +77,8 @@ class Authority:
             .issuer_name(self._name)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now - _DAY)
-            .not_valid_after(now + 30 * _DAY)
+            .not_valid_before(now - (2 if expired else 1) * _DAY)
+            .not_valid_after(now + (-1 if expired else self._days) * _DAY)
         )
         if names:
             builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
