@@ -268,7 +268,9 @@ class LocalKafka:
     def _spawn(self, java: str, jars: Path, storage: Path) -> None:
         assert self._lock is not None
         config = self.data_dir / CONFIG_FILE
-        config.touch(mode=0o600)  # it may hold the broker's private key
+        # Only ours to read: it may hold the broker's private key.
+        config.touch()
+        config.chmod(0o600)
         config.write_text(self._server_properties(storage))
         classpath = ["-cp", f"{jars}/*"]
         with self.log_file.open("ab") as log:
@@ -290,6 +292,8 @@ class LocalKafka:
     def _format(self, java: str, classpath: list[str], config: Path, log: BinaryIO) -> None:
         """Formats the storage of a new data dir, as the one voter of a new cluster."""
         command = [java, *JVM_OPTIONS, *classpath, "kafka.tools.StorageTool", "format"]
+        # The passwords are on the storage tool's command line for the second it runs: fine for a
+        # local broker's users, which is all this is for.
         scram = [
             argument
             for name, password in self._scram_users.items()
