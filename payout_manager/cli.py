@@ -87,17 +87,15 @@ def _run(args: argparse.Namespace, settings: Settings) -> None:
             raise SettingsError(str(error)) from None
     elif args.command == "events":
         from payout_manager.events import consumer
+        from payout_manager.events.kafka_config import KafkaConnection
 
-        if not settings.kafka_bootstrap_servers:
-            raise SettingsError(
-                "PM_KAFKA_BOOTSTRAP_SERVERS is not set: give the Kafka brokers, e.g. 127.0.0.1:9092"
-            )
+        kafka = KafkaConnection.from_settings(settings)
         if args.max_events is not None and args.max_events < 1:
             raise SettingsError("--max-events is malformed: it must be at least 1")
         if args.idle_timeout is not None and not args.idle_timeout > 0:
             raise SettingsError("--idle-timeout is malformed: it must be a positive number of seconds")
         options = consumer.Options(
-            settings.kafka_bootstrap_servers,
+            kafka,
             settings.kafka_topic,
             from_beginning=args.from_beginning,
             payout_id=args.payout_id,

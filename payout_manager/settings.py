@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+import ssl
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -42,6 +44,12 @@ class Settings:
     allow_insecure: bool = False
     # The access policy (SPEC 5), reread when it changes; None: every caller anonymous, every right.
     auth_policy_file: Path | None = None
+    # How the relay and `events` reach Kafka (SPEC 5, outbound); checked together by _kafka_security.
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_ssl_ca_file: Path | None = None
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: Secret | None = None
 
     def require_database_url(self) -> str:
         if not self.database_url:
@@ -115,6 +123,111 @@ def _boolean(name: str, value: str) -> bool:
     return value.lower() == "true"
 
 
+class Secret:
+    """A value never shown: its repr and str are '***'; `reveal()` hands it to the one that needs it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "'***'"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+class _KafkaSecurity(TypedDict):
+    kafka_security_protocol: str
+    kafka_ssl_ca_file: Path | None
+    kafka_sasl_mechanism: str | None
+    kafka_sasl_username: str | None
+    kafka_sasl_password: Secret | None
+
+
+def _kafka_security(get: Callable[[str], str | None]) -> _KafkaSecurity:
+    """The kafka_* security fields of Settings, each combination checked with a line of its own.
+
+    The password is read here, at start, so that a missing or empty file stops the program at once
+    rather than leaving a relay that can never connect; from then on it is a Secret.
+    """
+    given = get("PM_KAFKA_SECURITY_PROTOCOL") or "PLAINTEXT"
+    protocol = given.upper()
+    if protocol not in KAFKA_SECURITY_PROTOCOLS:
+        raise SettingsError(
+            f"PM_KAFKA_SECURITY_PROTOCOL is malformed: {given!r} is not one of "
+            f"{', '.join(KAFKA_SECURITY_PROTOCOLS)}"
+        )
+    tls = protocol in ("SSL", "SASL_SSL")
+    sasl = protocol.startswith("SASL_")
+    ca = get("PM_KAFKA_SSL_CA_FILE")
+    if ca and not tls:
+        raise SettingsError(
+            f"PM_KAFKA_SSL_CA_FILE needs TLS, but PM_KAFKA_SECURITY_PROTOCOL is {protocol}: "
+            "use SSL or SASL_SSL"
+        )
+    names = ("PM_KAFKA_SASL_MECHANISM", "PM_KAFKA_SASL_USERNAME", "PM_KAFKA_SASL_PASSWORD_FILE")
+    mechanism, username, password_file = (get(name) for name in names)
+    for name, value in zip(names, (mechanism, username, password_file), strict=True):
+        if value and not sasl:
+            raise SettingsError(
+                f"{name} needs SASL, but PM_KAFKA_SECURITY_PROTOCOL is {protocol}: "
+                "use SASL_PLAINTEXT or SASL_SSL"
+            )
+        if sasl and not value:
+            raise SettingsError(f"{name} is not set: PM_KAFKA_SECURITY_PROTOCOL={protocol} needs it")
+    if mechanism and mechanism.upper() not in KAFKA_SASL_MECHANISMS:
+        raise SettingsError(
+            f"PM_KAFKA_SASL_MECHANISM is malformed: {mechanism!r} is not one of "
+            f"{', '.join(KAFKA_SASL_MECHANISMS)}"
+        )
+    return _KafkaSecurity(
+        kafka_security_protocol=protocol,
+        kafka_ssl_ca_file=_pem_certificates("PM_KAFKA_SSL_CA_FILE", ca) if ca else None,
+        kafka_sasl_mechanism=mechanism.upper() if mechanism else None,
+        kafka_sasl_username=username,
+        kafka_sasl_password=(
+            _password_file("PM_KAFKA_SASL_PASSWORD_FILE", password_file) if password_file else None
+        ),
+    )
+
+
+def _pem_certificates(name: str, value: str) -> Path:
+    path = _readable_file(name, value)
+    try:
+        ssl.create_default_context(cafile=path)
+    except ssl.SSLError:
+        raise SettingsError(f"{name} is malformed: {value!r} holds no PEM certificate") from None
+    return path
+
+
+def _password_file(name: str, value: str) -> Secret:
+    """The file's text less one trailing newline; no error ever shows any of it."""
+    path = _readable_file(name, value)
+    try:
+        password = path.read_bytes().decode()
+    except UnicodeDecodeError:
+        raise SettingsError(f"{name} is malformed: {value!r} is not UTF-8 text") from None
+    # As `echo secret > file` and editors leave it; a password never ends in a newline.
+    password = password.removesuffix("\r\n") if password.endswith("\r\n") else password.removesuffix("\n")
+    if not password:
+        raise SettingsError(f"{name} is malformed: {value!r} is empty")
+    return Secret(password)
+
+
 def database_url(name: str, value: str) -> str:
     """Checks a PostgreSQL URL without connecting; the password never appears in the error."""
     try:
@@ -177,4 +290,5 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         **tls,
         allow_insecure=_boolean("PM_ALLOW_INSECURE", get("PM_ALLOW_INSECURE") or "false"),
         auth_policy_file=_readable_file("PM_AUTH_POLICY_FILE", policy) if policy else None,
+        **_kafka_security(get),
     )

@@ -5,6 +5,16 @@
     ...
     broker.stop()
 
+Besides PLAINTEXT it can open an SSL listener, and a SASL_SSL one with SCRAM-SHA-256 and -512 users,
+for clients that must prove the broker's identity and their own (SPEC 5, outbound):
+
+    tls = BrokerCertificate(chain_pem, key_pem)
+    broker = LocalKafka.start(data_dir, tls=tls, scram_users={"alice": "..."})
+    broker.ssl_bootstrap_servers, broker.sasl_ssl_bootstrap_servers
+
+The broker reads the PEM certificate and key from its config (Kafka's PEM key store); its own
+controller and inter-broker traffic stays PLAINTEXT on loopback.
+
 The broker is the official `org.apache.kafka:kafka_2.13` from Maven Central, run on the machine's
 JDK (17 or newer). `mvn` downloads the jars named by the pom.xml beside this file once, into a cache
 directory shared by every checkout (see `jars_dir`); after that only `java` is needed.
@@ -31,7 +41,9 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import IO, BinaryIO, ClassVar
 
@@ -74,8 +86,23 @@ _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 _ROUTINE_RECORD = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} \[[^]]*\] (TRACE|DEBUG|INFO|WARN) ")
 
 
+# The SCRAM mechanisms of the SASL_SSL listener; each user gets credentials for both.
+SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
+# What the storage tool's --add-scram syntax (name=...,password=...) carries without quoting.
+_SCRAM_TEXT = re.compile(r"[A-Za-z0-9._~@+-]+")
+
+
 class LocalKafkaError(RuntimeError):
     """The jars could not be resolved, or the broker could not be formatted, started or stopped."""
+
+
+@dataclass(frozen=True)
+class BrokerCertificate:
+    """The broker's TLS identity: a PEM certificate chain (for 127.0.0.1 and localhost, so that
+    clients checking the name accept it) and its unencrypted PKCS#8 PEM key."""
+
+    chain_pem: bytes
+    key_pem: bytes = dataclass_field(repr=False)
 
 
 class LocalKafka:
@@ -83,31 +110,85 @@ class LocalKafka:
 
     _running: ClassVar[set[LocalKafka]] = set()
 
-    def __init__(self, data_dir: Path, port: int, controller_port: int) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int,
+        controller_port: int,
+        *,
+        tls: BrokerCertificate | None = None,
+        ssl_port: int | None = None,
+        scram_users: Mapping[str, str] | None = None,
+        sasl_ssl_port: int | None = None,
+    ) -> None:
         """Describes a broker without starting it: use `LocalKafka.start`."""
         self.data_dir = data_dir
         self.port = port
         self.controller_port = controller_port
+        self.tls = tls
+        self.ssl_port = ssl_port
+        self._scram_users = dict(scram_users or {})
+        self.sasl_ssl_port = sasl_ssl_port
         self._process: subprocess.Popen[bytes] | None = None
         self._lock: IO[bytes] | None = None
         self._log_start = 0  # where the current launch's lines begin in the log file
 
     @classmethod
-    def start(cls, data_dir: Path, port: int | None = None) -> LocalKafka:
+    def start(
+        cls,
+        data_dir: Path,
+        port: int | None = None,
+        *,
+        tls: BrokerCertificate | None = None,
+        scram_users: Mapping[str, str] | None = None,
+    ) -> LocalKafka:
         """Formats `data_dir` if it is new and starts a broker on it; returns once the broker answers.
 
         `port` defaults to a free one, as does the controller's port. A data dir keeps its topics
         and messages from one start to the next, whatever the ports. Raises LocalKafkaError with
         the end of the broker's log if it exits or does not answer within a minute.
+
+        With `tls`, an SSL listener opens on a free port too; with `scram_users` (name: password,
+        which needs `tls`), a SASL_SSL listener whose users are these. Users are created when the
+        data dir is formatted, on its first start: a data dir keeps the users it was formatted with.
         """
+        if scram_users and tls is None:
+            raise LocalKafkaError("SCRAM users need the SASL_SSL listener, and so a broker certificate (tls)")
+        for name, password in (scram_users or {}).items():
+            if not (_SCRAM_TEXT.fullmatch(name) and _SCRAM_TEXT.fullmatch(password)):
+                raise LocalKafkaError(
+                    f"SCRAM user {name!r}: names and passwords may hold only {_SCRAM_TEXT.pattern}"
+                )
         data_dir = data_dir.resolve()
-        broker = cls(data_dir, port if port is not None else free_port(), free_port())
+        broker = cls(
+            data_dir,
+            port if port is not None else free_port(),
+            free_port(),
+            tls=tls,
+            ssl_port=free_port() if tls is not None else None,
+            scram_users=scram_users,
+            sasl_ssl_port=free_port() if scram_users else None,
+        )
         broker._launch()
         return broker
 
     @property
     def bootstrap_servers(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def ssl_bootstrap_servers(self) -> str:
+        """The SSL listener's address; LocalKafkaError when the broker was started without `tls`."""
+        if self.ssl_port is None:
+            raise LocalKafkaError("this broker has no SSL listener: start it with tls=")
+        return f"127.0.0.1:{self.ssl_port}"
+
+    @property
+    def sasl_ssl_bootstrap_servers(self) -> str:
+        """The SASL_SSL (SCRAM) listener's address; LocalKafkaError without `scram_users`."""
+        if self.sasl_ssl_port is None:
+            raise LocalKafkaError("this broker has no SASL_SSL listener: start it with scram_users=")
+        return f"127.0.0.1:{self.sasl_ssl_port}"
 
     @property
     def log_file(self) -> Path:
@@ -187,7 +268,10 @@ class LocalKafka:
     def _spawn(self, java: str, jars: Path, storage: Path) -> None:
         assert self._lock is not None
         config = self.data_dir / CONFIG_FILE
-        config.write_text(_server_properties(storage, self.port, self.controller_port))
+        # Only ours to read: it may hold the broker's private key.
+        config.touch()
+        config.chmod(0o600)
+        config.write_text(self._server_properties(storage))
         classpath = ["-cp", f"{jars}/*"]
         with self.log_file.open("ab") as log:
             self._log_start = log.tell()
@@ -208,8 +292,16 @@ class LocalKafka:
     def _format(self, java: str, classpath: list[str], config: Path, log: BinaryIO) -> None:
         """Formats the storage of a new data dir, as the one voter of a new cluster."""
         command = [java, *JVM_OPTIONS, *classpath, "kafka.tools.StorageTool", "format"]
+        # The passwords are on the storage tool's command line for the second it runs: fine for a
+        # local broker's users, which is all this is for.
+        scram = [
+            argument
+            for name, password in self._scram_users.items()
+            for mechanism in SCRAM_MECHANISMS
+            for argument in ("--add-scram", f"{mechanism}=[name={name},password={password}]")
+        ]
         result = subprocess.run(
-            [*command, "--cluster-id", new_cluster_id(), "--config", str(config)],
+            [*command, "--cluster-id", new_cluster_id(), "--config", str(config), *scram],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -240,6 +332,14 @@ class LocalKafka:
             if _accepts_connections(self.port) and broker_answers(self.bootstrap_servers, min(5, remaining)):
                 return
             time.sleep(0.1)
+
+    def _server_properties(self, storage: Path) -> str:
+        secured = {
+            name: port
+            for name, port in (("SSL", self.ssl_port), ("SASL_SSL", self.sasl_ssl_port))
+            if port is not None
+        }
+        return _server_properties(storage, self.port, self.controller_port, secured, self.tls)
 
     def _forget(self) -> None:
         self._process = None
@@ -376,16 +476,27 @@ def _output_tail(*parts: str | bytes | None) -> str:
     return "\n".join(lines[-LOG_TAIL_LINES:]) or "(no output)"
 
 
-def _server_properties(storage: Path, port: int, controller_port: int) -> str:
+def _server_properties(
+    storage: Path, port: int, controller_port: int, secured: Mapping[str, int], tls: BrokerCertificate | None
+) -> str:
+    """The broker's config; `secured` maps SSL and SASL_SSL to their ports (either, both or none)."""
+    advertised = [
+        f"PLAINTEXT://127.0.0.1:{port}",
+        *(f"{name}://127.0.0.1:{p}" for name, p in secured.items()),
+    ]
     settings = {
         "process.roles": "broker,controller",
         "node.id": "1",
         "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
-        "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
-        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
+        "listeners": ",".join([*advertised, f"CONTROLLER://127.0.0.1:{controller_port}"]),
+        "advertised.listeners": ",".join(advertised),
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "listener.security.protocol.map": ",".join(
+            ["PLAINTEXT:PLAINTEXT", "CONTROLLER:PLAINTEXT", *(f"{name}:{name}" for name in secured)]
+        ),
+        **(_tls_properties(tls) if tls is not None and secured else {}),
+        **(_scram_properties() if "SASL_SSL" in secured else {}),
         "log.dirs": str(storage),
         "num.partitions": "12",
         "auto.create.topics.enable": "true",
@@ -404,12 +515,29 @@ def _server_properties(storage: Path, port: int, controller_port: int) -> str:
         "broker.heartbeat.interval.ms": "1000",
         "broker.session.timeout.ms": "4000",
     }
-    # Properties files treat a backslash as an escape; nothing else here could need one.
     return "".join(f"{name}={_escape(value)}\n" for name, value in settings.items())
 
 
+def _tls_properties(tls: BrokerCertificate) -> dict[str, str]:
+    """Kafka's PEM key store, given in the config itself: an unencrypted key needs no password."""
+    return {
+        "ssl.keystore.type": "PEM",
+        "ssl.keystore.certificate.chain": tls.chain_pem.decode(),
+        "ssl.keystore.key": tls.key_pem.decode(),
+    }
+
+
+def _scram_properties() -> dict[str, str]:
+    login = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+    return {
+        "listener.name.sasl_ssl.sasl.enabled.mechanisms": ",".join(SCRAM_MECHANISMS),
+        **{f"listener.name.sasl_ssl.{m.lower()}.sasl.jaas.config": login for m in SCRAM_MECHANISMS},
+    }
+
+
 def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\")
+    """Properties files treat a backslash as an escape, and end a value at a line's end (PEM)."""
+    return value.replace("\\", "\\\\").replace("\n", "\\n")
 
 
 def _parent_death_signal() -> list[str]:

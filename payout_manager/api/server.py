@@ -30,6 +30,7 @@ from payout_manager.api import auth, tls
 from payout_manager.api.accounter import AccounterServicer
 from payout_manager.api.handlers import method_names, service_handler
 from payout_manager.api.payout_management import PayoutManagementServicer
+from payout_manager.events.kafka_config import KafkaConnection
 from payout_manager.events.relay import Relay
 from payout_manager.metrics import CallMetrics, MetricsServer
 from payout_manager.payouts.service import PayoutService
@@ -165,7 +166,7 @@ class _RelayThread:
             return
         relay = Relay(
             settings.require_database_url(),
-            settings.kafka_bootstrap_servers,
+            KafkaConnection.from_settings(settings),
             settings.kafka_topic,
             drain_timeout=settings.shutdown_grace,
             on_failed=on_failed,

@@ -25,13 +25,14 @@ from confluent_kafka import Consumer, KafkaError, Message
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 
+from payout_manager.events.kafka_config import KafkaConnection, client_config
 from payout_manager.events.relay import HEADERS_MESSAGE_TYPE
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2 as pb
 
 
 @dataclass(frozen=True)
 class Options:
-    bootstrap_servers: str
+    kafka: KafkaConnection
     topic: str
     from_beginning: bool = False
     payout_id: str | None = None
@@ -70,7 +71,7 @@ def to_json(event: pb.Event) -> str:
 def consumer_config(options: Options) -> dict[str, str | int | float | bool]:
     named = options.group is not None
     return {
-        "bootstrap.servers": options.bootstrap_servers,
+        **client_config(options.kafka),
         "group.id": options.group or f"payout-manager-events-{uuid.uuid4().hex[:12]}",
         "auto.offset.reset": "earliest" if options.from_beginning else "latest",
         # Offsets are stored by hand after an event is handled, and committed in the background.

@@ -33,6 +33,7 @@ from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
+from payout_manager.events.kafka_config import KafkaConnection, client_config
 from payout_manager.storage.database import sqlalchemy_url
 from payout_manager.storage.outbox import Outbox, PendingEvent
 
@@ -57,9 +58,9 @@ HEADERS_CONTENT_TYPE = ("content-type", b"application/x-protobuf")
 HEADERS_MESSAGE_TYPE = ("message-type", b"payout_manager.v1.Event")
 
 
-def producer_config(bootstrap_servers: str) -> dict[str, Any]:
+def producer_config(kafka: KafkaConnection) -> dict[str, Any]:
     return {
-        "bootstrap.servers": bootstrap_servers,
+        **client_config(kafka),
         "client.id": "payout-manager-relay",
         "enable.idempotence": True,
         "acks": "all",
@@ -151,7 +152,7 @@ class Relay:
     def __init__(
         self,
         database_url: str,
-        bootstrap_servers: str,
+        kafka: KafkaConnection,
         topic: str,
         *,
         batch_size: int = BATCH_SIZE,
@@ -169,7 +170,7 @@ class Relay:
             isolation_level="AUTOCOMMIT",
             connect_args={"connect_timeout": 5, "application_name": "payout-manager-relay"},
         )
-        self._bootstrap_servers = bootstrap_servers
+        self._kafka = kafka
         self._topic = topic
         self._batch_size = batch_size
         self._poll_interval = poll_interval
@@ -308,7 +309,7 @@ class Relay:
     def _producer(self) -> Producer:
         self._fatal = None
         # librdkafka's own log is left to what matters; its errors reach _on_error, rate-limited there.
-        config = {**producer_config(self._bootstrap_servers), "error_cb": self._on_error, "log_level": 2}
+        config = {**producer_config(self._kafka), "error_cb": self._on_error, "log_level": 2}
         return Producer({**config, "logger": log})
 
     def _on_error(self, error: KafkaError) -> None:
@@ -324,7 +325,7 @@ class Relay:
 
     def _ensure_topic(self) -> None:
         """Creates the topic when the broker has none of that name; a broker away is no error here."""
-        admin = AdminClient({"bootstrap.servers": self._bootstrap_servers}, logger=log)
+        admin = AdminClient(client_config(self._kafka), logger=log)
         try:
             if self._topic in admin.list_topics(timeout=5).topics:
                 return

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Producer
-from google.protobuf import json_format
-from support.events import Stack
+from support.events import Stack, by_payout, stored_events
+from support.events import events_command as run_events_command
 from support.kafka import TestKafka
 from support.payouts import confirm, create
 
@@ -44,42 +44,13 @@ def published(
     )
     assert producer.flush(30) == 0
 
-    expected = {
-        payout_id: [
-            json_format.MessageToDict(event, preserving_proto_field_name=True)
-            for event in served.payouts.GetPayoutEvents(pb.GetPayoutEventsRequest(payout_id=payout_id)).events
-        ]
-        for payout_id in (confirmed, created)
-    }
+    expected = stored_events(served.payouts, (confirmed, created))
     yield stack, expected
     stack.close()
 
 
-def events_env(stack: Stack) -> dict[str, str]:
-    return {
-        **os.environ,
-        "PM_KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap_servers,
-        "PM_KAFKA_TOPIC": stack.topic,
-    }
-
-
 def events_command(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "payout_manager", "events", *args],
-        env=events_env(stack),
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        check=False,
-    )
-
-
-def by_payout(stdout: str) -> dict[str, list[dict[str, Any]]]:
-    result: dict[str, list[dict[str, Any]]] = {}
-    for line in stdout.splitlines():
-        event = json.loads(line)
-        result.setdefault(event["payout_id"], []).append(event)
-    return result
+    return run_events_command(stack.events_env(), *args, timeout=TIMEOUT)
 
 
 def test_prints_every_event_as_one_json_line_and_skips_what_is_no_event(
@@ -131,11 +102,7 @@ def test_without_from_beginning_only_events_after_the_start_print(
     stack, expected = published
     command = subprocess.Popen(
         [sys.executable, "-m", "payout_manager", "events", "--max-events", "1", "--idle-timeout", "60"],
-        env={
-            **os.environ,
-            "PM_KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap_servers,
-            "PM_KAFKA_TOPIC": stack.topic,
-        },
+        env={**os.environ, **stack.events_env()},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -14,11 +14,12 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, Message, Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
-from support.kafka import KafkaSource, TestKafka
+from support.kafka import KafkaSource, SecuredKafka, TestKafka, secured_local_kafka
 
 from local_stack.kafka import (
     KAFKA_VERSION,
     POM,
+    BrokerCertificate,
     LocalKafka,
     LocalKafkaError,
     ensure_jars,
@@ -220,3 +221,62 @@ def test_cluster_ids_never_start_with_a_dash_which_the_storage_tool_would_take_f
     assert not [cluster_id for cluster_id in ids if cluster_id.startswith("-")]
     assert {len(cluster_id) for cluster_id in ids} == {22}
     assert len(set(ids)) == len(ids)
+
+
+def sasl_ssl(kafka: SecuredKafka, mechanism: str, password: str) -> dict[str, str]:
+    return {
+        "bootstrap.servers": kafka.broker.sasl_ssl_bootstrap_servers,
+        "security.protocol": "sasl_ssl",
+        "ssl.ca.location": str(kafka.ca_file),
+        "sasl.mechanism": mechanism,
+        "sasl.username": kafka.username,
+        "sasl.password": password,
+    }
+
+
+def delivered(config: dict[str, str], topic: str) -> bool:
+    """Whether one record produced with `config` is acknowledged within a few seconds."""
+    with idempotent_producer(
+        str(config["bootstrap.servers"]), **config, **{"message.timeout.ms": 8000}
+    ) as producer:
+        return produce(producer, topic, [(b"k", b"v")], timeout=15) == []
+
+
+@needs_java
+def test_a_broker_with_tls_and_scram_users_serves_ssl_and_both_scram_mechanisms_across_a_restart(
+    tmp_path: Path,
+) -> None:
+    with secured_local_kafka(tmp_path) as kafka:
+        ssl = {
+            "bootstrap.servers": kafka.broker.ssl_bootstrap_servers,
+            "security.protocol": "ssl",
+            "ssl.ca.location": str(kafka.ca_file),
+        }
+        assert delivered(ssl, "secured")
+        # The certificate is checked: the system's trust store knows no such CA.
+        assert not delivered({k: v for k, v in ssl.items() if k != "ssl.ca.location"}, "secured")
+        for mechanism in ("SCRAM-SHA-256", "SCRAM-SHA-512"):
+            assert delivered(sasl_ssl(kafka, mechanism, kafka.password), "secured")
+        assert not delivered(sasl_ssl(kafka, "SCRAM-SHA-512", "not-the-password"), "secured")
+
+        kafka.broker.restart()
+
+        assert delivered(sasl_ssl(kafka, "SCRAM-SHA-512", kafka.password), "secured")
+        assert consume(kafka.broker.bootstrap_servers, "secured", "pm-test", 4) == [(b"k", b"v")] * 4
+
+
+def test_scram_users_need_a_broker_certificate_and_plain_names(tmp_path: Path) -> None:
+    with pytest.raises(LocalKafkaError, match="need the SASL_SSL listener"):
+        LocalKafka.start(tmp_path / "kafka", scram_users={"alice": "secret"})
+    tls = BrokerCertificate(b"chain", b"key")
+    with pytest.raises(LocalKafkaError, match="may hold only"):
+        LocalKafka.start(tmp_path / "kafka", tls=tls, scram_users={"alice": "a,password=b"})
+
+
+def test_a_broker_without_tls_has_no_secured_listener_to_name(tmp_path: Path) -> None:
+    broker = LocalKafka(tmp_path, 9092, 9093)
+
+    with pytest.raises(LocalKafkaError, match="no SSL listener"):
+        _ = broker.ssl_bootstrap_servers
+    with pytest.raises(LocalKafkaError, match="no SASL_SSL listener"):
+        _ = broker.sasl_ssl_bootstrap_servers

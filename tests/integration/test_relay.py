@@ -20,6 +20,7 @@ from support.kafka import TestKafka
 
 from local_stack.postgres import LocalPostgres, create_database
 from payout_manager.events.codec import event_to_proto
+from payout_manager.events.kafka_config import KafkaConnection
 from payout_manager.events.relay import Relay
 from payout_manager.payouts import model
 from payout_manager.storage import migrations
@@ -55,7 +56,7 @@ def new_payout(payout_id: str) -> tuple[model.Payout, model.PayoutEvent]:
 @contextmanager
 def relay_running(engine: Engine, bootstrap_servers: str, topic: str) -> Iterator[TopicReader]:
     """The relay on a thread, and a reader of its topic, for the `with` block."""
-    relay = Relay(engine.url.render_as_string(hide_password=False), bootstrap_servers, topic)
+    relay = Relay(engine.url.render_as_string(hide_password=False), KafkaConnection(bootstrap_servers), topic)
     stop = threading.Event()
     running = threading.Thread(target=relay.run, args=(stop,))
     running.start()

@@ -6,15 +6,21 @@ its relay publishes exactly the events of its own test.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 import psycopg2
-from confluent_kafka import Consumer, Message
+from confluent_kafka import Consumer, Message, TopicPartition
+from google.protobuf import json_format
 
 from local_stack.postgres import create_database
 from payout_manager.events.relay import LEADER_LOCK_KEY
@@ -169,6 +175,60 @@ def java_partition(key: bytes, partitions: int) -> int:
     return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
+def events_command(
+    env: Mapping[str, str], *args: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """`payout-manager events ARGS` with these PM_* settings, to its end; its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "payout_manager", "events", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def by_payout(stdout: str) -> dict[str, list[dict[str, Any]]]:
+    """The JSON lines `payout-manager events` printed, per payout in the order printed."""
+    result: dict[str, list[dict[str, Any]]] = {}
+    for line in stdout.splitlines():
+        event = json.loads(line)
+        result.setdefault(event["payout_id"], []).append(event)
+    return result
+
+
+def stored_events(
+    payouts: payout_manager_pb2_grpc.PayoutManagementStub, payout_ids: Iterable[str]
+) -> dict[str, list[dict[str, Any]]]:
+    """Per payout, its events as GetPayoutEvents returns them, as `payout-manager events` prints them."""
+    return {
+        payout_id: [
+            json_format.MessageToDict(event, preserving_proto_field_name=True)
+            for event in payouts.GetPayoutEvents(pb.GetPayoutEventsRequest(payout_id=payout_id)).events
+        ]
+        for payout_id in payout_ids
+    }
+
+
+def records_on_topic(bootstrap_servers: str, topic: str) -> int:
+    """How many records the topic holds (0 when there is no such topic), over a PLAINTEXT listener."""
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap_servers, "group.id": f"pm-test-{uuid.uuid4().hex[:12]}"}
+    )
+    try:
+        metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        if metadata is None or metadata.error is not None:
+            return 0
+        total = 0
+        for partition in metadata.partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+            total += high - low
+        return total
+    finally:
+        consumer.close()
+
+
 def outbox_size(database_url: str) -> int:
     with psycopg2.connect(dsn(database_url)) as connection, connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM payout_event_outbox")
@@ -224,6 +284,8 @@ class Stack:
     postgres_server_url: str
     bootstrap_servers: str
     directory: Path
+    # PM_KAFKA_SECURITY_PROTOCOL and the like, for `serve` and `events` alike.
+    kafka_security: dict[str, str] = field(default_factory=dict)
     database_url: str = ""
     topic: str = ""
     servers: list[ServedWithStub] = field(default_factory=list)
@@ -257,8 +319,7 @@ class Stack:
         env = {
             "PM_DATABASE_URL": self.database_url,
             "PM_PARTY_MANAGEMENT_ADDRESS": self._party_management_address,
-            "PM_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers,
-            "PM_KAFKA_TOPIC": self.topic,
+            **self.events_env(),
             "PM_SHUTDOWN_GRACE": "5",
             **(env or {}),
         }
@@ -275,6 +336,14 @@ class Stack:
         )
         self.servers.append(served)
         return served
+
+    def events_env(self) -> dict[str, str]:
+        """The settings that reach the stack's topic, for `serve` and for `payout-manager events`."""
+        return {
+            "PM_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers,
+            "PM_KAFKA_TOPIC": self.topic,
+            **self.kafka_security,
+        }
 
     @property
     def party_management_address(self) -> str:

@@ -13,6 +13,7 @@ import os
 import shutil
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from local_stack.kafka import KAFKA_VERSION, LocalKafka, broker_answers
+from local_stack.certificates import Authority
+from local_stack.kafka import KAFKA_VERSION, BrokerCertificate, LocalKafka, broker_answers, java_available
 from support.postgres import docker_engine_answers
 
 TEST_KAFKA_VARIABLE = "PM_TEST_KAFKA_BOOTSTRAP_SERVERS"
@@ -102,6 +104,64 @@ def _local_kafka() -> Iterator[TestKafka]:
             broker.stop()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class SecuredKafka:
+    """A local broker with PLAINTEXT, SSL and SASL_SSL (SCRAM) listeners, and what a client needs."""
+
+    broker: LocalKafka
+    ca_file: Path
+    username: str
+    password: str = field(repr=False)
+    password_file: Path
+    # The broker's private key, PEM: what must never show anywhere else.
+    key_pem: bytes = field(repr=False)
+
+    def ssl_settings(self) -> dict[str, str]:
+        """The PM_KAFKA_* settings that reach the SSL listener."""
+        return {
+            "PM_KAFKA_BOOTSTRAP_SERVERS": self.broker.ssl_bootstrap_servers,
+            "PM_KAFKA_SECURITY_PROTOCOL": "SSL",
+            "PM_KAFKA_SSL_CA_FILE": str(self.ca_file),
+        }
+
+    def sasl_ssl_settings(
+        self, password_file: Path | None = None, mechanism: str = "SCRAM-SHA-512"
+    ) -> dict[str, str]:
+        """The PM_KAFKA_* settings that reach the SASL_SSL listener as the broker's user."""
+        return {
+            "PM_KAFKA_BOOTSTRAP_SERVERS": self.broker.sasl_ssl_bootstrap_servers,
+            "PM_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "PM_KAFKA_SSL_CA_FILE": str(self.ca_file),
+            "PM_KAFKA_SASL_MECHANISM": mechanism,
+            "PM_KAFKA_SASL_USERNAME": self.username,
+            "PM_KAFKA_SASL_PASSWORD_FILE": str(password_file or self.password_file),
+        }
+
+
+@contextmanager
+def secured_local_kafka(directory: Path) -> Iterator[SecuredKafka]:
+    """A broker of its own (Apache Kafka on this JDK, whatever the session's Kafka) with TLS and a
+    SCRAM user; its certificate is for 127.0.0.1 and signed by a CA made for it."""
+    if not java_available():
+        pytest.skip("java (and mvn, until the jars are cached) needed for a broker with TLS and SCRAM")
+    ca = Authority("payout-manager test Kafka CA")
+    issued = ca.server()
+    ca_file = directory / "kafka-ca.crt"
+    ca_file.write_bytes(ca.cert_pem)
+    password = f"scram-{uuid.uuid4().hex}"
+    password_file = directory / "kafka-password"
+    password_file.write_text(password + "\n")
+    broker = LocalKafka.start(
+        directory / "kafka",
+        tls=BrokerCertificate(issued.cert_pem, issued.key_pem),
+        scram_users={"payout-manager": password},
+    )
+    try:
+        yield SecuredKafka(broker, ca_file, "payout-manager", password, password_file, issued.key_pem)
+    finally:
+        broker.stop()
 
 
 @contextmanager
