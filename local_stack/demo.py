@@ -161,7 +161,8 @@ def _callers(files: SecureFiles | None) -> str:
     return f"""
   callers           mutual TLS; policy {files.policy}
                     {BACK_OFFICE} (party-1 only), {TREASURY} (everything),
-                    {READER} (reads only: authorization: Bearer <{files.reader_token}>)"""
+                    {READER} (reads only; authorization: Bearer <{files.reader_token}>,
+                    over the gateway certificate, which names no one)"""
 
 
 def run(data_dir: Path, settings: Settings, *, kafka_port: int = 9092, secure: bool = False) -> None:

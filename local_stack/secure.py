@@ -6,6 +6,8 @@ Made once in DIRECTORY and kept, so grpcurl commands keep working across restart
     server.crt, server.key       serve's certificate, for 127.0.0.1 and localhost
     back-office.crt, .key        spiffe://demo/back-office: payouts of party-1 only
     treasury.crt, .key           spiffe://demo/treasury: payouts of every party, and the Accounter
+    gateway.crt, .key            spiffe://demo/gateway, which the policy does not list: the
+                                 connection of callers who name themselves by a token
     reader.token                 a bearer token of the reader, who may only read
     policy.json                  the policy naming them (the token by its SHA-256)
 
@@ -27,6 +29,7 @@ from local_stack.certificates import Authority
 BACK_OFFICE = "spiffe://demo/back-office"
 TREASURY = "spiffe://demo/treasury"
 READER = "reader"
+GATEWAY = "spiffe://demo/gateway"
 
 _PM = "payout_manager.v1.PayoutManagement"
 
@@ -80,7 +83,7 @@ class SecureFiles:
         return self.directory / "reader.token"
 
     def client(self, name: str) -> tuple[Path, Path]:
-        """The certificate and key of the client `name` (back-office, treasury)."""
+        """The certificate and key of the client `name` (back-office, treasury, gateway)."""
         return self.directory / f"{name}.crt", self.directory / f"{name}.key"
 
 
@@ -101,6 +104,7 @@ def secure_files(directory: Path) -> SecureFiles:
         "server": ca.server(),
         "back-office": ca.issue("back-office", uris=(BACK_OFFICE,)),
         "treasury": ca.issue("treasury", uris=(TREASURY,)),
+        "gateway": ca.issue("gateway", uris=(GATEWAY,)),
     }
     for name, pair in issued.items():
         (directory / f"{name}.crt").write_bytes(pair.cert_pem)

@@ -3,19 +3,38 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
+import grpc
+
+from local_stack.secure import SecureFiles
 from support.processes import Process, free_port, wait_until_serving
 
 # The first start may resolve Kafka's jars with mvn.
 START_TIMEOUT = 240.0
 
 
-def start_demo(tmp_path: Path, env: dict[str, str] | None = None) -> tuple[Process, str, int]:
+def _treasury_credentials(files: SecureFiles, process: Process, timeout: float) -> grpc.ChannelCredentials:
+    """Credentials of the secured demo's treasury, once the demo has made its files."""
+    deadline = time.monotonic() + timeout
+    while not files.policy.exists():
+        if time.monotonic() > deadline or process.poll() is not None:
+            raise TimeoutError(f"the secured demo made no {files.policy}:\n{process.output()}")
+        time.sleep(0.1)
+    cert, key = files.client("treasury")
+    return grpc.ssl_channel_credentials(files.ca.read_bytes(), key.read_bytes(), cert.read_bytes())
+
+
+def start_demo(
+    tmp_path: Path, env: dict[str, str] | None = None, *, secure: bool = False
+) -> tuple[Process, str, int]:
+    """The demo, serving (`secure`: over mutual TLS with its policy, files in DATA_DIR/secure)."""
     address = f"127.0.0.1:{free_port()}"
     kafka_port = free_port()
+    data_dir = tmp_path / "demo"
     process = Process(
-        ["--data-dir", str(tmp_path / "demo"), "--kafka-port", str(kafka_port)],
+        ["--data-dir", str(data_dir), "--kafka-port", str(kafka_port), *(["--secure"] if secure else [])],
         {
             "PM_GRPC_ADDRESS": address,
             "PM_PARTY_MANAGEMENT_ADDRESS": f"127.0.0.1:{free_port()}",
@@ -26,5 +45,8 @@ def start_demo(tmp_path: Path, env: dict[str, str] | None = None) -> tuple[Proce
         tmp_path / "demo.log",
         program=(sys.executable, "-m", "local_stack"),
     )
-    wait_until_serving(address, process, timeout=START_TIMEOUT)
+    credentials = (
+        _treasury_credentials(SecureFiles(data_dir / "secure"), process, START_TIMEOUT) if secure else None
+    )
+    wait_until_serving(address, process, timeout=START_TIMEOUT, credentials=credentials)
     return process, address, kafka_port
