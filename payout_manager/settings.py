@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +29,8 @@ class Settings:
     # How long one PartyManagement call may take, and how long a request may wait for retries.
     party_management_timeout: float = 2.0
     database_pool_size: int = 10
+    # The password for PM_DATABASE_URL's user, read from this file (require_database_url).
+    database_password_file: Path | None = None
     shutdown_grace: float = 10.0
     # HOST:PORT of the Prometheus scrape endpoint; None: no metrics served.
     metrics_address: str | None = None
@@ -41,10 +43,18 @@ class Settings:
     # Plaintext on an address other than loopback, which `serve` otherwise refuses.
     allow_insecure: bool = False
 
-    def require_database_url(self) -> str:
+    def require_database_url(self) -> URL:
+        """PM_DATABASE_URL with the password of PM_DATABASE_PASSWORD_FILE, where set, for every connection.
+
+        A URL object, never a string: its repr and str mask the password. The file is read at each
+        call, so a process (or worker) takes a new password when it starts.
+        """
         if not self.database_url:
             raise SettingsError("PM_DATABASE_URL is not set: give the PostgreSQL URL, e.g. postgresql://...")
-        return self.database_url
+        url = make_url(self.database_url)
+        if self.database_password_file is None:
+            return url
+        return url.set(password=_password("PM_DATABASE_PASSWORD_FILE", self.database_password_file))
 
 
 def address(name: str, value: str) -> str:
@@ -97,14 +107,28 @@ def _log_level(name: str, value: str) -> str:
     return value.upper()
 
 
+def _read(name: str, path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise SettingsError(f"{name} is malformed: cannot read {str(path)!r} ({error.strerror})") from None
+
+
 def _readable_file(name: str, value: str) -> Path:
     path = Path(value)
-    try:
-        with path.open("rb"):
-            pass
-    except OSError as error:
-        raise SettingsError(f"{name} is malformed: cannot read {value!r} ({error.strerror})") from None
+    _read(name, path)
     return path
+
+
+def _password(name: str, path: Path) -> str:
+    """The file's content without one trailing newline; the error names the file, never the content."""
+    content = _read(name, path).removesuffix(b"\n").removesuffix(b"\r")
+    if not content:
+        raise SettingsError(f"{name} is malformed: {str(path)!r} is empty")
+    try:
+        return content.decode()
+    except UnicodeDecodeError:
+        raise SettingsError(f"{name} is malformed: {str(path)!r} is not UTF-8 text") from None
 
 
 def _boolean(name: str, value: str) -> bool:
@@ -124,6 +148,20 @@ def database_url(name: str, value: str) -> str:
     if url.port is not None and not 0 < url.port <= 65535:
         raise SettingsError(f"{name} is malformed: port {url.port} is out of range")
     return value
+
+
+def _database_password_file(get: Callable[[str], str | None], url: str | None) -> Path | None:
+    value = get("PM_DATABASE_PASSWORD_FILE")
+    if value is None:
+        return None
+    path = _readable_file("PM_DATABASE_PASSWORD_FILE", value)
+    # `url` is checked already (an earlier argument of Settings). With two passwords, whoever reads
+    # the settings would have to guess which one is used.
+    if url is not None and make_url(url).password is not None:
+        raise SettingsError(
+            "PM_DATABASE_PASSWORD_FILE is set and PM_DATABASE_URL has a password too: give it in one place"
+        )
+    return path
 
 
 def load(environ: Mapping[str, str] | None = None) -> Settings:
@@ -166,6 +204,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         database_pool_size=_positive_int(
             "PM_DATABASE_POOL_SIZE", get("PM_DATABASE_POOL_SIZE") or str(defaults.database_pool_size)
         ),
+        database_password_file=_database_password_file(get, url),
         shutdown_grace=_positive_float(
             "PM_SHUTDOWN_GRACE", get("PM_SHUTDOWN_GRACE") or str(defaults.shutdown_grace)
         ),

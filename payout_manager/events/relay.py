@@ -33,7 +33,7 @@ from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
-from payout_manager.storage.database import sqlalchemy_url
+from payout_manager.storage.database import DatabaseUrl, sqlalchemy_url
 from payout_manager.storage.outbox import Outbox, PendingEvent
 
 log = logging.getLogger(__name__)
@@ -150,7 +150,7 @@ class Relay:
 
     def __init__(
         self,
-        database_url: str,
+        database_url: DatabaseUrl,
         bootstrap_servers: str,
         topic: str,
         *,
