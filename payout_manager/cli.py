@@ -76,14 +76,15 @@ def _run(args: argparse.Namespace, settings: Settings) -> None:
         with _database_refusal("cannot migrate"):
             migrations.upgrade(settings.require_database_url())
     elif args.command == "serve":
-        from payout_manager.api import server
+        from payout_manager.api import server, tls
         from payout_manager.storage.database import connect_once
 
         if args.workers < 1:
             raise SettingsError("--workers is malformed: it must be at least 1")
         address = settings_module.address("--address", args.address) if args.address else None
-        # Checked once here, so that a wrong password stops serve with one line before any worker
-        # starts, rather than failing every call.
+        # Checked once here, so that a wrong password or client certificate stops serve with one
+        # line before any worker starts, rather than failing every call.
+        tls.party_management_credentials(settings)
         with _database_refusal("cannot serve"):
             connect_once(settings.require_database_url())
         server.serve(settings, address=address or settings.grpc_address, workers=args.workers)
@@ -92,7 +93,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> None:
 
         address = args.address or settings.party_management_address
         try:
-            reference_server.serve(args.config, settings_module.address("--address", address))
+            reference_server.serve(args.config, settings_module.address("--address", address), settings)
         except reference_server.ConfigError as error:
             raise SettingsError(str(error)) from None
     elif args.command == "events":

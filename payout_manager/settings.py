@@ -28,6 +28,11 @@ class Settings:
     kafka_topic: str = "pm-events-payout"
     # How long one PartyManagement call may take, and how long a request may wait for retries.
     party_management_timeout: float = 2.0
+    # PEM files for the calls to PartyManagement: with a CA the client speaks TLS and verifies the
+    # server against it; with a certificate and its key too, it shows them (mutual TLS).
+    party_management_tls_ca_file: Path | None = None
+    party_management_tls_cert_file: Path | None = None
+    party_management_tls_key_file: Path | None = None
     database_pool_size: int = 10
     # The password for PM_DATABASE_URL's user, read from this file (require_database_url).
     database_password_file: Path | None = None
@@ -150,6 +155,27 @@ def database_url(name: str, value: str) -> str:
     return value
 
 
+def _party_management_tls(get: Callable[[str], str | None]) -> dict[str, Path | None]:
+    files = {
+        name: _readable_file(variable, value) if (value := get(variable)) else None
+        for name, variable in (
+            ("party_management_tls_ca_file", "PM_PARTY_MANAGEMENT_TLS_CA_FILE"),
+            ("party_management_tls_cert_file", "PM_PARTY_MANAGEMENT_TLS_CERT_FILE"),
+            ("party_management_tls_key_file", "PM_PARTY_MANAGEMENT_TLS_KEY_FILE"),
+        )
+    }
+    if (files["party_management_tls_cert_file"] is None) != (files["party_management_tls_key_file"] is None):
+        raise SettingsError(
+            "PM_PARTY_MANAGEMENT_TLS_CERT_FILE and PM_PARTY_MANAGEMENT_TLS_KEY_FILE go together:"
+            " set both or neither"
+        )
+    if files["party_management_tls_cert_file"] is not None and files["party_management_tls_ca_file"] is None:
+        raise SettingsError(
+            "PM_PARTY_MANAGEMENT_TLS_CERT_FILE needs TLS: set PM_PARTY_MANAGEMENT_TLS_CA_FILE too"
+        )
+    return files
+
+
 def _database_password_file(get: Callable[[str], str | None], url: str | None) -> Path | None:
     value = get("PM_DATABASE_PASSWORD_FILE")
     if value is None:
@@ -201,6 +227,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
             "PM_PARTY_MANAGEMENT_TIMEOUT",
             get("PM_PARTY_MANAGEMENT_TIMEOUT") or str(defaults.party_management_timeout),
         ),
+        **_party_management_tls(get),
         database_pool_size=_positive_int(
             "PM_DATABASE_POOL_SIZE", get("PM_DATABASE_POOL_SIZE") or str(defaults.database_pool_size)
         ),

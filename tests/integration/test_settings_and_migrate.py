@@ -218,27 +218,47 @@ def test_load_reads_every_setting_from_the_environment() -> None:
     )
 
 
-def test_load_reads_the_tls_files_and_the_insecure_switch(tmp_path: Path) -> None:
-    files = {name: tmp_path / name for name in ("server.crt", "server.key", "clients.crt")}
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {
+            "PM_TLS_CERT_FILE": "tls_cert_file",
+            "PM_TLS_KEY_FILE": "tls_key_file",
+            "PM_TLS_CLIENT_CA_FILE": "tls_client_ca_file",
+        },
+        {
+            "PM_PARTY_MANAGEMENT_TLS_CA_FILE": "party_management_tls_ca_file",
+            "PM_PARTY_MANAGEMENT_TLS_CERT_FILE": "party_management_tls_cert_file",
+            "PM_PARTY_MANAGEMENT_TLS_KEY_FILE": "party_management_tls_key_file",
+        },
+        # TLS to PartyManagement without a client certificate.
+        {"PM_PARTY_MANAGEMENT_TLS_CA_FILE": "party_management_tls_ca_file"},
+    ],
+)
+def test_load_reads_the_tls_files(tmp_path: Path, fields: dict[str, str]) -> None:
+    files = {variable: tmp_path / f"{variable}.pem" for variable in fields}
     for path in files.values():
         path.write_text("PEM")
 
-    loaded = settings.load(
-        {
-            "PM_TLS_CERT_FILE": str(files["server.crt"]),
-            "PM_TLS_KEY_FILE": str(files["server.key"]),
-            "PM_TLS_CLIENT_CA_FILE": str(files["clients.crt"]),
-            "PM_ALLOW_INSECURE": "TRUE",
-        }
-    )
+    loaded = settings.load({variable: str(path) for variable, path in files.items()})
 
-    assert (loaded.tls_cert_file, loaded.tls_key_file, loaded.tls_client_ca_file) == (
-        files["server.crt"],
-        files["server.key"],
-        files["clients.crt"],
-    )
-    assert loaded.allow_insecure
+    assert {variable: getattr(loaded, field) for variable, field in fields.items()} == files
+    assert loaded.party_management_tls_cert_file == files.get("PM_PARTY_MANAGEMENT_TLS_CERT_FILE")
+
+
+def test_load_reads_the_insecure_switch() -> None:
+    assert settings.load({"PM_ALLOW_INSECURE": "TRUE"}).allow_insecure
     assert not settings.load({}).allow_insecure
+
+
+def test_a_party_management_client_certificate_without_its_ca_is_refused_in_one_line() -> None:
+    with pytest.raises(SettingsError) as refused:
+        settings.load(
+            {"PM_PARTY_MANAGEMENT_TLS_CERT_FILE": __file__, "PM_PARTY_MANAGEMENT_TLS_KEY_FILE": __file__}
+        )
+
+    assert "PM_PARTY_MANAGEMENT_TLS_CA_FILE" in str(refused.value)
+    assert "\n" not in str(refused.value)
 
 
 def password_file(directory: Path, content: str) -> Path:
@@ -346,6 +366,9 @@ def test_require_database_url_names_the_missing_setting() -> None:
         ("PM_TLS_CERT_FILE", __file__),  # readable, but without its key
         ("PM_TLS_KEY_FILE", __file__),  # readable, but without its certificate
         ("PM_TLS_CLIENT_CA_FILE", __file__),  # client certificates, but no TLS to ask for them
+        ("PM_PARTY_MANAGEMENT_TLS_CA_FILE", "/nonexistent/ca.crt"),
+        ("PM_PARTY_MANAGEMENT_TLS_CERT_FILE", __file__),  # readable, but without its key
+        ("PM_PARTY_MANAGEMENT_TLS_KEY_FILE", __file__),  # readable, but without its certificate
         ("PM_DATABASE_PASSWORD_FILE", "/nonexistent/password"),
     ],
 )
