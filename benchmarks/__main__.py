@@ -11,7 +11,9 @@ a JDK is present, the reference PartyManagement server with 1000 funded shops an
   (c) CreatePayout on one hot shop;  a sweep of (a) over calls in flight, drawn as a chart;
   a soak of (a) watching each worker's memory;
   the limit: the SQL of one CreatePayout replayed by pgbench against the same PostgreSQL, with
-  and without the shared fee account, and (a)'s throughput as a share of each.
+  and without the shared fee account, and (a)'s throughput as a share of each;
+  security: (a) on a second serve behind mutual TLS and an access policy, against (a) in
+  plaintext without one, in turns.
 
 At the end it checks the books and the topic. It exits non-zero when a call failed or the books
 do not hold.
@@ -23,6 +25,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
@@ -92,7 +95,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         _progress(
             f"starting PostgreSQL, Kafka, PartyManagement ({SHOPS} shops), serve --workers {args.workers}"
         )
-        stack = resources.enter_context(running(shops=SHOPS, workers=args.workers, hot_shop=True))
+        stack = resources.enter_context(
+            running(shops=SHOPS, workers=args.workers, hot_shop=True, secured=True)
+        )
         topic = None
         if stack.bootstrap_servers is not None:
             topic = TopicReader(stack.bootstrap_servers, stack.topic)
@@ -101,12 +106,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         bench = Bench(ghz.Target(stack.address, protoset, args.workers), Meter(stack, topic), SHOPS)
         print("\n".join(report.header(stack.database_url, _versions(stack), _settings(args))))
         rows = _scenarios(bench, args)
+        security = _security(bench, stack, args)
         sweep = _sweep(bench, args)
         soak = _soak(bench, args)
         _limits(stack, rows[1], args)
         problems = _books(stack, topic)
         print(f"chart: {chart.draw(sweep, args.chart, workers=args.workers, shops=SHOPS)}")
-    failed = _errors([*rows, *sweep, soak])
+    failed = _errors([*rows, *security, *sweep, soak])
     return 1 if failed or problems else 0
 
 
@@ -151,14 +157,37 @@ def _scenarios(bench: Bench, args: argparse.Namespace) -> list[Row]:
     return rows
 
 
+def _security(bench: Bench, stack: Running, args: argparse.Namespace) -> list[Row]:
+    """(a) in plaintext without a policy and over mutual TLS with one, in turns, twice each."""
+    assert stack.secured is not None
+    files = stack.secured.files
+    cert, key = files.client("treasury")
+    tls = (files.ca, cert, key)
+    secured = replace(bench, target=replace(bench.target, address=stack.secured.address, tls=tls))
+    n, seconds = args.in_flight, args.seconds
+    print(f"\nsecurity: (a) in plaintext without a policy and over mutual TLS with one, {seconds:g} s each")
+    print(report.table_header())
+    kinds = {"plaintext, no policy": bench, "mutual TLS + policy": secured}
+    rows: dict[str, list[Row]] = {kind: [] for kind in kinds}
+    for turn in (1, 2):
+        for kind, target in kinds.items():
+            rows[kind].append(_printed(f"(a) {kind} {turn}", _creates_on(target, n, seconds)))
+    rate = {kind: sum(r.payouts for r in made) / sum(r.seconds for r in made) for kind, made in rows.items()}
+    plain, secure = rate["plaintext, no policy"], rate["mutual TLS + policy"]
+    print(
+        f"  mutual TLS + policy: {secure:.1f} payouts/s; plaintext: {plain:.1f}; {secure / plain:.3f} of it"
+    )
+    return [row for made in rows.values() for row in made]
+
+
+def _creates_on(bench: Bench, in_flight: int, seconds: float) -> Callable[[str], Row]:
+    return lambda name: create_over_shops(bench, name, in_flight=in_flight, seconds=seconds)
+
+
 def _sweep(bench: Bench, args: argparse.Namespace) -> list[Row]:
     print(f"\nsweep: (a) at each number of calls in flight, {args.sweep_seconds:g} s each")
     print(report.table_header())
-    return [_printed(f"(a) {n} in flight", _sweep_point(bench, n, args.sweep_seconds)) for n in args.sweep]
-
-
-def _sweep_point(bench: Bench, in_flight: int, seconds: float) -> Callable[[str], Row]:
-    return lambda name: create_over_shops(bench, name, in_flight=in_flight, seconds=seconds)
+    return [_printed(f"(a) {n} in flight", _creates_on(bench, n, args.sweep_seconds)) for n in args.sweep]
 
 
 def _soak(bench: Bench, args: argparse.Namespace) -> Row:

@@ -95,6 +95,14 @@ class Target:
     address: str
     protoset: Path
     workers: int
+    # Mutual TLS: the CA to trust, and the client certificate and key to show; None: plaintext.
+    tls: tuple[Path, Path, Path] | None = None
+
+    def transport(self) -> list[str]:
+        if self.tls is None:
+            return ["--insecure"]
+        ca, cert, key = self.tls
+        return ["--cacert", str(ca), "--cert", str(cert), "--key", str(key)]
 
 
 def run(
@@ -115,7 +123,7 @@ def run(
     limit = ["-z", f"{seconds}s", "--duration-stop", "wait"] if seconds is not None else ["-n", str(total)]
     command = [
         str(ghz_binary()),
-        "--insecure",
+        *target.transport(),
         "--protoset",
         str(target.protoset),
         "--call",

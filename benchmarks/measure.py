@@ -63,15 +63,19 @@ class Meter:
         self.stack = stack
         self.topic = topic
         postmaster = (stack.postgres.data_dir / "postmaster.pid").read_text().split()[0]
+        # Both serve processes, when the stack has a secured one: the idle one costs nothing.
+        serves = [stack.serve.pid] + ([stack.secured.serve.pid] if stack.secured else [])
         self._groups = {
-            "serve": stack.serve.pid,
-            "PartyManagement": stack.party_management.pid,
-            "PostgreSQL": int(postmaster),
+            "serve": serves,
+            "PartyManagement": [stack.party_management.pid],
+            "PostgreSQL": [int(postmaster)],
         }
 
     def cpu(self) -> dict[str, float]:
         """CPU seconds so far of each group, and of the whole machine ("machine")."""
-        used = {name: processes.tree_cpu_seconds(pid) for name, pid in self._groups.items()}
+        used = {
+            name: sum(processes.tree_cpu_seconds(pid) for pid in pids) for name, pids in self._groups.items()
+        }
         return used | {MACHINE: processes.machine_busy_seconds()}
 
     def workers(self) -> list[int]:

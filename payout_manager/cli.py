@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from payout_manager import logs
@@ -58,31 +59,46 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(130) from None
 
 
+@contextlib.contextmanager
+def _database_refusal(doing: str) -> Iterator[None]:
+    """A database that cannot be reached, or refuses the connection, as one line (never the password)."""
+    from sqlalchemy.exc import OperationalError
+
+    try:
+        yield
+    except OperationalError as error:
+        # psycopg2's first line names host, port and user, never the password.
+        reason = str(error.orig).strip().splitlines()[0] if error.orig else "unknown error"
+        raise SettingsError(
+            f"{doing}, the database is unreachable or refused the connection: {reason}"
+        ) from None
+
+
 def _run(args: argparse.Namespace, settings: Settings) -> None:
     if args.command == "migrate":
-        from sqlalchemy.exc import OperationalError
-
         from payout_manager.storage import migrations
 
-        try:
+        with _database_refusal("cannot migrate"):
             migrations.upgrade(settings.require_database_url())
-        except OperationalError as error:
-            # psycopg2's first line names host and port, never the password.
-            reason = str(error.orig).strip().splitlines()[0] if error.orig else "unknown error"
-            raise SettingsError(f"cannot migrate, the database is unreachable: {reason}") from None
     elif args.command == "serve":
-        from payout_manager.api import server
+        from payout_manager.api import server, tls
+        from payout_manager.storage.database import connect_once
 
         if args.workers < 1:
             raise SettingsError("--workers is malformed: it must be at least 1")
         address = settings_module.address("--address", args.address) if args.address else None
+        # Checked once here, so that a wrong password or client certificate stops serve with one
+        # line before any worker starts, rather than failing every call.
+        tls.party_management_credentials(settings)
+        with _database_refusal("cannot serve"):
+            connect_once(settings.require_database_url())
         server.serve(settings, address=address or settings.grpc_address, workers=args.workers)
     elif args.command == "party-management":
         from clients.party_management import reference_server
 
         address = args.address or settings.party_management_address
         try:
-            reference_server.serve(args.config, settings_module.address("--address", address))
+            reference_server.serve(args.config, settings_module.address("--address", address), settings)
         except reference_server.ConfigError as error:
             raise SettingsError(str(error)) from None
     elif args.command == "events":

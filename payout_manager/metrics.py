@@ -25,7 +25,7 @@ from sqlalchemy import Connection, Engine, Row, event, text
 
 from payout_manager.errors import Refusal
 from payout_manager.payouts.model import PayoutStatus
-from payout_manager.storage.database import Database, create_database_engine
+from payout_manager.storage.database import Database, DatabaseUrl, create_database_engine
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ class RelayMetrics:
 class DatabaseCollector(Collector):
     """Payouts by status and the outbox, read from the database at each scrape."""
 
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: DatabaseUrl) -> None:
         self._database = Database(create_database_engine(database_url, pool_size=1))
 
     def collect(self) -> Iterator[Metric]:
@@ -135,7 +135,7 @@ class DatabaseCollector(Collector):
 class MetricsServer:
     """The scrape endpoint of one `serve`: its registry, the HTTP server, the workers' files."""
 
-    def __init__(self, address: str, database_url: str, *, workers: int) -> None:
+    def __init__(self, address: str, database_url: DatabaseUrl, *, workers: int) -> None:
         self.registry = CollectorRegistry()
         self._directory: str | None = None
         if workers > 1:

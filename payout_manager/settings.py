@@ -30,7 +30,14 @@ class Settings:
     kafka_topic: str = "pm-events-payout"
     # How long one PartyManagement call may take, and how long a request may wait for retries.
     party_management_timeout: float = 2.0
+    # PEM files for the calls to PartyManagement: with a CA the client speaks TLS and verifies the
+    # server against it; with a certificate and its key too, it shows them (mutual TLS).
+    party_management_tls_ca_file: Path | None = None
+    party_management_tls_cert_file: Path | None = None
+    party_management_tls_key_file: Path | None = None
     database_pool_size: int = 10
+    # The password for PM_DATABASE_URL's user, read from this file (require_database_url).
+    database_password_file: Path | None = None
     shutdown_grace: float = 10.0
     # HOST:PORT of the Prometheus scrape endpoint; None: no metrics served.
     metrics_address: str | None = None
@@ -51,10 +58,18 @@ class Settings:
     kafka_sasl_username: str | None = None
     kafka_sasl_password: Secret | None = None
 
-    def require_database_url(self) -> str:
+    def require_database_url(self) -> URL:
+        """PM_DATABASE_URL with the password of PM_DATABASE_PASSWORD_FILE, where set, for every connection.
+
+        A URL object, never a string: its repr and str mask the password. The file is read at each
+        call, so a process (or worker) takes a new password when it starts.
+        """
         if not self.database_url:
             raise SettingsError("PM_DATABASE_URL is not set: give the PostgreSQL URL, e.g. postgresql://...")
-        return self.database_url
+        url = make_url(self.database_url)
+        if self.database_password_file is None:
+            return url
+        return url.set(password=_password("PM_DATABASE_PASSWORD_FILE", self.database_password_file))
 
 
 def address(name: str, value: str) -> str:
@@ -107,14 +122,28 @@ def _log_level(name: str, value: str) -> str:
     return value.upper()
 
 
+def _read(name: str, path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise SettingsError(f"{name} is malformed: cannot read {str(path)!r} ({error.strerror})") from None
+
+
 def _readable_file(name: str, value: str) -> Path:
     path = Path(value)
-    try:
-        with path.open("rb"):
-            pass
-    except OSError as error:
-        raise SettingsError(f"{name} is malformed: cannot read {value!r} ({error.strerror})") from None
+    _read(name, path)
     return path
+
+
+def _password(name: str, path: Path) -> str:
+    """The file's content without one trailing newline; the error names the file, never the content."""
+    content = _read(name, path).removesuffix(b"\n").removesuffix(b"\r")
+    if not content:
+        raise SettingsError(f"{name} is malformed: {str(path)!r} is empty")
+    try:
+        return content.decode()
+    except UnicodeDecodeError:
+        raise SettingsError(f"{name} is malformed: {str(path)!r} is not UTF-8 text") from None
 
 
 def _boolean(name: str, value: str) -> bool:
@@ -241,6 +270,41 @@ def database_url(name: str, value: str) -> str:
     return value
 
 
+def _party_management_tls(get: Callable[[str], str | None]) -> dict[str, Path | None]:
+    files = {
+        name: _readable_file(variable, value) if (value := get(variable)) else None
+        for name, variable in (
+            ("party_management_tls_ca_file", "PM_PARTY_MANAGEMENT_TLS_CA_FILE"),
+            ("party_management_tls_cert_file", "PM_PARTY_MANAGEMENT_TLS_CERT_FILE"),
+            ("party_management_tls_key_file", "PM_PARTY_MANAGEMENT_TLS_KEY_FILE"),
+        )
+    }
+    if (files["party_management_tls_cert_file"] is None) != (files["party_management_tls_key_file"] is None):
+        raise SettingsError(
+            "PM_PARTY_MANAGEMENT_TLS_CERT_FILE and PM_PARTY_MANAGEMENT_TLS_KEY_FILE go together:"
+            " set both or neither"
+        )
+    if files["party_management_tls_cert_file"] is not None and files["party_management_tls_ca_file"] is None:
+        raise SettingsError(
+            "PM_PARTY_MANAGEMENT_TLS_CERT_FILE needs TLS: set PM_PARTY_MANAGEMENT_TLS_CA_FILE too"
+        )
+    return files
+
+
+def _database_password_file(get: Callable[[str], str | None], url: str | None) -> Path | None:
+    value = get("PM_DATABASE_PASSWORD_FILE")
+    if value is None:
+        return None
+    path = _readable_file("PM_DATABASE_PASSWORD_FILE", value)
+    # `url` is checked already (an earlier argument of Settings). With two passwords, whoever reads
+    # the settings would have to guess which one is used.
+    if url is not None and make_url(url).password is not None:
+        raise SettingsError(
+            "PM_DATABASE_PASSWORD_FILE is set and PM_DATABASE_URL has a password too: give it in one place"
+        )
+    return path
+
+
 def load(environ: Mapping[str, str] | None = None) -> Settings:
     """Reads every PM_* setting; raises SettingsError naming the first bad one."""
     env = os.environ if environ is None else environ
@@ -279,9 +343,11 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
             "PM_PARTY_MANAGEMENT_TIMEOUT",
             get("PM_PARTY_MANAGEMENT_TIMEOUT") or str(defaults.party_management_timeout),
         ),
+        **_party_management_tls(get),
         database_pool_size=_positive_int(
             "PM_DATABASE_POOL_SIZE", get("PM_DATABASE_POOL_SIZE") or str(defaults.database_pool_size)
         ),
+        database_password_file=_database_password_file(get, url),
         shutdown_grace=_positive_float(
             "PM_SHUTDOWN_GRACE", get("PM_SHUTDOWN_GRACE") or str(defaults.shutdown_grace)
         ),

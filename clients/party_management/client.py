@@ -72,12 +72,25 @@ class PartyManagementClient:
     """One long-lived channel to PartyManagement; safe to share between threads."""
 
     def __init__(
-        self, address: str, *, call_timeout: float = 2.0, on_retry: Callable[[], None] | None = None
+        self,
+        address: str,
+        *,
+        call_timeout: float = 2.0,
+        on_retry: Callable[[], None] | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
-        """`call_timeout` bounds each attempt; `on_retry` is called before each retry (for metrics)."""
+        """`call_timeout` bounds each attempt; `on_retry` is called before each retry (for metrics).
+
+        `credentials`: TLS (api.tls.party_management_credentials); None: plaintext. A failed
+        handshake is UNAVAILABLE, so it is retried and then refused as PARTY_MANAGEMENT_UNAVAILABLE.
+        """
         self._call_timeout = call_timeout
         self._on_retry = on_retry
-        self._channel = grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)
+        self._channel = (
+            grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)
+            if credentials is None
+            else grpc.secure_channel(address, credentials, options=_CHANNEL_OPTIONS)
+        )
         self._stub = party_management_pb2_grpc.PartyManagementStub(self._channel)
 
     def close(self) -> None:

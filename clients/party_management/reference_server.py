@@ -22,8 +22,10 @@ from grpc_status import rpc_status
 from clients.party_management import config as config_file
 from clients.party_management import terms
 from clients.party_management.config import Config, ConfigError
+from payout_manager.api import tls
 from payout_manager.events.codec import posting_to_proto
 from payout_manager.proto.party_management.v1 import party_management_pb2, party_management_pb2_grpc
+from payout_manager.settings import Settings
 
 DOMAIN = "party-management"
 STOP_GRACE = 5.0
@@ -120,17 +122,24 @@ def _abort(context: grpc.ServicerContext, refusal: terms.TermsRefusal) -> NoRetu
     context.abort_with_status(rpc_status.to_status(status))
 
 
-def build_server(config_path: Path, address: str) -> tuple[grpc.Server, int]:
+def build_server(
+    config_path: Path, address: str, credentials: grpc.ServerCredentials | None = None
+) -> tuple[grpc.Server, int]:
     """A server (not yet started) on `address` (port 0: any free port) and the port it is bound to.
 
-    Raises ConfigError when the config file is wrong or the address cannot be bound.
+    `credentials`: TLS (api.tls.server_credentials); None: plaintext. Raises ConfigError when the
+    config file is wrong or the address cannot be bound.
     """
     config = _ReloadingConfig(config_path)
     # gRPC sets SO_REUSEPORT by default: a second server on a busy port would start and never answer.
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=_WORKERS), options=[("grpc.so_reuseport", 0)])
     party_management_pb2_grpc.add_PartyManagementServicer_to_server(PartyManagementServicer(config), server)
     try:
-        port: int = server.add_insecure_port(address)
+        port: int = (
+            server.add_insecure_port(address)
+            if credentials is None
+            else server.add_secure_port(address, credentials)
+        )
     except RuntimeError:
         port = 0
     if port == 0:
@@ -138,12 +147,15 @@ def build_server(config_path: Path, address: str) -> tuple[grpc.Server, int]:
     return server, port
 
 
-def serve(config_path: Path, address: str) -> None:
+def serve(config_path: Path, address: str, settings: Settings) -> None:
     """Serves until SIGTERM or SIGINT, then stops with a grace period for calls in flight.
 
-    Raises ConfigError before binding anything when the config file is wrong.
+    TLS from the same PM_TLS_* settings as `serve`, and plaintext off loopback refused the same
+    way. Raises ConfigError (or SettingsError) before binding anything when the config file (or
+    a setting) is wrong.
     """
-    server, port = build_server(config_path, address)
+    tls.check_plaintext_allowed(settings, address)
+    server, port = build_server(config_path, address, tls.server_credentials(settings))
     stopping = threading.Event()
     previous = {
         signum: signal.signal(signum, lambda _signum, _frame: stopping.set())

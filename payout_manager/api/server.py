@@ -86,6 +86,7 @@ def build_server(
         settings.party_management_address,
         call_timeout=settings.party_management_timeout,
         on_retry=None if metrics is None else metrics.retried,
+        credentials=tls.party_management_credentials(settings),
     )
     payouts = PayoutService(SqlStorage(database), party_management)
 

@@ -1,10 +1,14 @@
-"""`serve`'s TLS (SPEC 5): its certificate, mutual TLS, and new certificates without a restart.
+"""TLS of `serve` and of the reference PartyManagement (SPEC 5), and of serve's calls to PartyManagement.
 
-gRPC asks for the certificate configuration at every new connection's handshake
-(`dynamic_ssl_server_credentials`); the files are read again only when one of them changed, and
-a new pair is taken only once it loads as a matching certificate and key, so a rotation half
-written, or a wrong key, keeps the last good certificate and says so once. Connections already
-open keep theirs: calls in flight finish.
+Servers: a certificate, mutual TLS, and new certificates without a restart. gRPC asks for the
+certificate configuration at every new connection's handshake (`dynamic_ssl_server_credentials`);
+the files are read again only when one of them changed, and a new pair is taken only once it
+loads as a matching certificate and key, so a rotation half written, or a wrong key, keeps the
+last good certificate and says so once. Connections already open keep theirs: calls in flight finish.
+
+The client (`party_management_credentials`) reads its CA, certificate and key once, when the
+process starts: grpcio has no dynamic channel credentials, and closing a channel to open one with
+new files would cancel the calls in flight on it. A renewed client certificate takes a restart.
 """
 
 from __future__ import annotations
@@ -78,6 +82,31 @@ class _Certificates:
             self._stamp = stamp
             log.info("TLS: serving the new certificate from %s", self._cert)
             return configuration
+
+
+def party_management_credentials(settings: Settings) -> grpc.ChannelCredentials | None:
+    """TLS credentials for the calls to PartyManagement from PM_PARTY_MANAGEMENT_TLS_*; None: plaintext."""
+    ca, cert, key = (
+        settings.party_management_tls_ca_file,
+        settings.party_management_tls_cert_file,
+        settings.party_management_tls_key_file,
+    )
+    if ca is None:
+        return None
+    try:
+        ssl.create_default_context(cafile=ca)
+    except (ssl.SSLError, OSError, ValueError):
+        raise SettingsError(f"PM_PARTY_MANAGEMENT_TLS_CA_FILE holds no PEM certificate: {ca}") from None
+    if cert is not None and key is not None and not _matching_pair(cert, key):
+        raise SettingsError(
+            "PM_PARTY_MANAGEMENT_TLS_CERT_FILE and PM_PARTY_MANAGEMENT_TLS_KEY_FILE are not a matching"
+            f" PEM pair: {cert}, {key}"
+        )
+    return grpc.ssl_channel_credentials(
+        root_certificates=ca.read_bytes(),
+        private_key=None if key is None else key.read_bytes(),
+        certificate_chain=None if cert is None else cert.read_bytes(),
+    )
 
 
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:

@@ -34,7 +34,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
 from payout_manager.events.kafka_config import KafkaConnection, client_config
-from payout_manager.storage.database import sqlalchemy_url
+from payout_manager.storage.database import DatabaseUrl, sqlalchemy_url
 from payout_manager.storage.outbox import Outbox, PendingEvent
 
 log = logging.getLogger(__name__)
@@ -151,7 +151,7 @@ class Relay:
 
     def __init__(
         self,
-        database_url: str,
+        database_url: DatabaseUrl,
         kafka: KafkaConnection,
         topic: str,
         *,

@@ -10,9 +10,10 @@ import psycopg2
 import psycopg2.extensions
 import tenacity
 from sqlalchemy import Connection, Engine, create_engine
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.pool import NullPool
 
 from payout_manager.errors import Reason, Refusal
 
@@ -24,17 +25,35 @@ T = TypeVar("T")
 # may simply run again.
 _RETRYABLE_SQLSTATES = frozenset({"40P01", "40001", "55P03"})
 _TRANSACTION_ATTEMPTS = 5
+_CONNECT_ARGS = {"connect_timeout": 5, "application_name": "payout-manager"}
+
+# What the functions that connect take: PM_DATABASE_URL as text, or Settings.require_database_url().
+DatabaseUrl = str | URL
 
 
-def sqlalchemy_url(database_url: str) -> str:
-    """The URL with the psycopg2 driver named: SQLAlchemy 2.1 would pick psycopg 3 for postgresql://."""
+def sqlalchemy_url(database_url: DatabaseUrl) -> URL:
+    """The URL with the psycopg2 driver named: SQLAlchemy 2.1 would pick psycopg 3 for postgresql://.
+
+    A URL object, not a string, so that a password (Settings.require_database_url) is never
+    rendered where it could be printed.
+    """
     url = make_url(database_url)
     if url.drivername == "postgresql":
         url = url.set(drivername="postgresql+psycopg2")
-    return url.render_as_string(hide_password=False)
+    return url
 
 
-def create_database_engine(database_url: str, *, pool_size: int = 10) -> Engine:
+def connect_once(database_url: DatabaseUrl) -> None:
+    """Opens and closes one connection; raises OperationalError if PostgreSQL cannot be reached or refuses."""
+    engine = create_engine(sqlalchemy_url(database_url), poolclass=NullPool, connect_args=_CONNECT_ARGS)
+    try:
+        with engine.connect():
+            pass
+    finally:
+        engine.dispose()
+
+
+def create_database_engine(database_url: DatabaseUrl, *, pool_size: int = 10) -> Engine:
     # No pool_pre_ping: it costs a round trip per checkout. A pooled connection the server has
     # dropped fails on its first statement instead, and Database reruns the work (below).
     return create_engine(
@@ -42,7 +61,7 @@ def create_database_engine(database_url: str, *, pool_size: int = 10) -> Engine:
         pool_size=pool_size,
         max_overflow=0,
         pool_timeout=10,
-        connect_args={"connect_timeout": 5, "application_name": "payout-manager"},
+        connect_args=_CONNECT_ARGS,
     )
 
 

@@ -11,22 +11,27 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy.engine import make_url
 
 from payout_manager.settings import SettingsError
+from payout_manager.storage.database import DatabaseUrl
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+# Where env.py finds the URL it connects with.
+DATABASE_URL_ATTRIBUTE = "database_url"
 
 
-def alembic_config(database_url: str) -> Config:
+def alembic_config(database_url: DatabaseUrl) -> Config:
     if not (MIGRATIONS_DIR / "env.py").is_file():
         raise SettingsError(f"the migrations are missing from {MIGRATIONS_DIR}: reinstall payout-manager")
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    # Alembic's config is ConfigParser-based: a literal '%' in a password must be doubled.
-    config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    # The URL object itself, not sqlalchemy.url: Alembic's ConfigParser-based options would hold
+    # the password as text (and read '%' in it as interpolation).
+    config.attributes[DATABASE_URL_ATTRIBUTE] = make_url(database_url)
     return config
 
 
-def upgrade(database_url: str) -> None:
+def upgrade(database_url: DatabaseUrl) -> None:
     """Brings the schema to the newest revision; running it again changes nothing."""
     command.upgrade(alembic_config(database_url), "head")

@@ -21,7 +21,6 @@ from concurrent import futures
 from pathlib import Path, PurePosixPath
 from types import ModuleType
 from typing import Any
-from urllib.parse import urlsplit
 
 import grpc
 import pytest
@@ -237,14 +236,14 @@ def test_the_one_stack_fits_together(services: dict[str, dict[str, Any]]) -> Non
     assert final_stage("EXPOSE") == [str(port(serve.grpc_address))]
 
     # PostgreSQL: the database, user and password the postgres service creates.
-    database = urlsplit(serve.require_database_url())
+    database = serve.require_database_url()
     postgres = services["postgres"]["environment"]
-    assert (database.hostname, database.port) == ("postgres", 5432)
+    assert (database.host, database.port) == ("postgres", 5432)
     assert (database.username, database.password) == (
         postgres["POSTGRES_USER"],
         postgres["POSTGRES_PASSWORD"],
     )
-    assert database.path == f"/{postgres['POSTGRES_DB']}"
+    assert database.database == postgres["POSTGRES_DB"]
 
     # Kafka: what the broker advertises to the other containers, on a port it listens on.
     kafka = services["kafka"]["environment"]

@@ -10,23 +10,31 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Mapping
+import urllib.request
+import uuid
+from collections.abc import Iterator, Mapping
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import grpc
 import psycopg2
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from psycopg2 import sql
 from support.books import dsn
+from support.postgres import scratch_postgres
 from support.processes import free_port
+from support.serving import serve
 
+from local_stack.postgres import LocalPostgres
 from payout_manager import settings
 from payout_manager.payouts.model import PayoutStatus
+from payout_manager.proto.accounter.v1 import accounter_pb2, accounter_pb2_grpc
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2 as pb
 from payout_manager.settings import Settings, SettingsError
 from payout_manager.storage import audit, migrations, tables
@@ -211,27 +219,100 @@ def test_load_reads_every_setting_from_the_environment() -> None:
     )
 
 
-def test_load_reads_the_tls_files_and_the_insecure_switch(tmp_path: Path) -> None:
-    files = {name: tmp_path / name for name in ("server.crt", "server.key", "clients.crt")}
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {
+            "PM_TLS_CERT_FILE": "tls_cert_file",
+            "PM_TLS_KEY_FILE": "tls_key_file",
+            "PM_TLS_CLIENT_CA_FILE": "tls_client_ca_file",
+        },
+        {
+            "PM_PARTY_MANAGEMENT_TLS_CA_FILE": "party_management_tls_ca_file",
+            "PM_PARTY_MANAGEMENT_TLS_CERT_FILE": "party_management_tls_cert_file",
+            "PM_PARTY_MANAGEMENT_TLS_KEY_FILE": "party_management_tls_key_file",
+        },
+        # TLS to PartyManagement without a client certificate.
+        {"PM_PARTY_MANAGEMENT_TLS_CA_FILE": "party_management_tls_ca_file"},
+    ],
+)
+def test_load_reads_the_tls_files(tmp_path: Path, fields: dict[str, str]) -> None:
+    files = {variable: tmp_path / f"{variable}.pem" for variable in fields}
     for path in files.values():
         path.write_text("PEM")
 
+    loaded = settings.load({variable: str(path) for variable, path in files.items()})
+
+    assert {variable: getattr(loaded, field) for variable, field in fields.items()} == files
+    assert loaded.party_management_tls_cert_file == files.get("PM_PARTY_MANAGEMENT_TLS_CERT_FILE")
+
+
+def test_load_reads_the_insecure_switch() -> None:
+    assert settings.load({"PM_ALLOW_INSECURE": "TRUE"}).allow_insecure
+    assert not settings.load({}).allow_insecure
+
+
+def test_a_party_management_client_certificate_without_its_ca_is_refused_in_one_line() -> None:
+    with pytest.raises(SettingsError) as refused:
+        settings.load(
+            {"PM_PARTY_MANAGEMENT_TLS_CERT_FILE": __file__, "PM_PARTY_MANAGEMENT_TLS_KEY_FILE": __file__}
+        )
+
+    assert "PM_PARTY_MANAGEMENT_TLS_CA_FILE" in str(refused.value)
+    assert "\n" not in str(refused.value)
+
+
+def password_file(directory: Path, content: str) -> Path:
+    path = directory / "database-password"
+    path.write_text(content)
+    return path
+
+
+def test_the_password_file_gives_the_database_url_its_password_and_shows_it_nowhere(tmp_path: Path) -> None:
     loaded = settings.load(
         {
-            "PM_TLS_CERT_FILE": str(files["server.crt"]),
-            "PM_TLS_KEY_FILE": str(files["server.key"]),
-            "PM_TLS_CLIENT_CA_FILE": str(files["clients.crt"]),
-            "PM_ALLOW_INSECURE": "TRUE",
+            "PM_DATABASE_URL": "postgresql://pm@db.example/pm",
+            # One trailing newline is the file's, the one before it the password's.
+            "PM_DATABASE_PASSWORD_FILE": str(password_file(tmp_path, f"{PASSWORD}\n\n")),
         }
     )
 
-    assert (loaded.tls_cert_file, loaded.tls_key_file, loaded.tls_client_ca_file) == (
-        files["server.crt"],
-        files["server.key"],
-        files["clients.crt"],
+    url = loaded.require_database_url()
+
+    assert (url.username, url.password, url.host, url.database) == ("pm", f"{PASSWORD}\n", "db.example", "pm")
+    for shown in (repr(loaded), str(url), repr(url)):
+        assert PASSWORD not in shown
+    config = migrations.alembic_config(url)
+    options = [
+        value for section in config.file_config.sections() for _, value in config.file_config.items(section)
+    ]
+    assert options and not any(PASSWORD in value for value in options)
+
+
+def test_a_password_in_both_the_url_and_the_file_is_refused_in_one_line(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError) as refused:
+        settings.load(
+            {
+                "PM_DATABASE_URL": f"postgresql://pm:{PASSWORD}@db.example/pm",
+                "PM_DATABASE_PASSWORD_FILE": str(password_file(tmp_path, "another")),
+            }
+        )
+
+    message = str(refused.value)
+    assert "PM_DATABASE_PASSWORD_FILE" in message and "PM_DATABASE_URL" in message
+    assert "\n" not in message and PASSWORD not in message and "another" not in message
+
+
+def test_an_empty_password_file_is_refused_in_one_line(tmp_path: Path) -> None:
+    loaded = settings.load(
+        {
+            "PM_DATABASE_URL": "postgresql://pm@db.example/pm",
+            "PM_DATABASE_PASSWORD_FILE": str(password_file(tmp_path, "\n")),
+        }
     )
-    assert loaded.allow_insecure
-    assert not settings.load({}).allow_insecure
+
+    with pytest.raises(SettingsError, match=r"PM_DATABASE_PASSWORD_FILE is malformed: .* is empty$"):
+        loaded.require_database_url()
 
 
 def test_load_takes_a_list_of_kafka_brokers_with_or_without_a_scheme() -> None:
@@ -286,6 +367,10 @@ def test_require_database_url_names_the_missing_setting() -> None:
         ("PM_TLS_CERT_FILE", __file__),  # readable, but without its key
         ("PM_TLS_KEY_FILE", __file__),  # readable, but without its certificate
         ("PM_TLS_CLIENT_CA_FILE", __file__),  # client certificates, but no TLS to ask for them
+        ("PM_PARTY_MANAGEMENT_TLS_CA_FILE", "/nonexistent/ca.crt"),
+        ("PM_PARTY_MANAGEMENT_TLS_CERT_FILE", __file__),  # readable, but without its key
+        ("PM_PARTY_MANAGEMENT_TLS_KEY_FILE", __file__),  # readable, but without its certificate
+        ("PM_DATABASE_PASSWORD_FILE", "/nonexistent/password"),
     ],
 )
 def test_load_refuses_a_malformed_setting_naming_it(setting: str, value: str) -> None:
@@ -555,3 +640,96 @@ def test_migrating_to_initiators_makes_every_stored_change_anonymous(fresh_datab
         amended.payout.created_by = "anonymous"
     expected[0].payout_change.created.payout.created_by = "anonymous"
     assert after == expected
+
+
+# --- PM_DATABASE_PASSWORD_FILE against a server that checks passwords ----------------------------
+
+
+@pytest.fixture(scope="module")
+def password_postgres() -> Iterator[LocalPostgres]:
+    with scratch_postgres("pm-test-passwords-", passwords=True) as server:
+        yield server
+
+
+@dataclass(frozen=True)
+class PasswordDatabase:
+    url: str  # without the password
+    password: str
+
+
+@pytest.fixture
+def password_database(password_postgres: LocalPostgres) -> PasswordDatabase:
+    """A role with a password and an empty database it owns; the password has what URLs and Alembic mangle."""
+    suffix = uuid.uuid4().hex[:12]
+    role, password = f"pm_app_{suffix}", f"p%w@d:{suffix} 50%"
+    with closing(psycopg2.connect(password_postgres.url)) as connection:
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            cursor.execute(
+                sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                    sql.Identifier(role), sql.Literal(password)
+                )
+            )
+            cursor.execute(
+                sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(role), sql.Identifier(role))
+            )
+    return PasswordDatabase(f"postgresql://{role}@127.0.0.1:{password_postgres.port}/{role}", password)
+
+
+def test_migrate_and_serve_connect_with_the_password_from_the_file(
+    password_database: PasswordDatabase, tmp_path: Path
+) -> None:
+    env = {
+        "PM_DATABASE_URL": password_database.url,
+        "PM_DATABASE_PASSWORD_FILE": str(password_file(tmp_path, f"{password_database.password}\n")),
+    }
+
+    migrated = payout_manager("migrate", env=env, timeout=MIGRATE_TIMEOUT)
+    metrics = f"127.0.0.1:{free_port()}"
+    served = serve(
+        2,
+        {
+            **env,
+            "PM_METRICS_ADDRESS": metrics,
+            # The relay connects to the database before it looks for the broker.
+            "PM_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+            "PM_SHUTDOWN_GRACE": "1",
+        },
+        tmp_path / "serve.log",
+    )
+    try:
+        with grpc.insecure_channel(served.address) as channel:
+            account = accounter_pb2_grpc.AccounterStub(channel).CreateAccount(
+                accounter_pb2.CreateAccountRequest(currency="RUB", description="password file"), timeout=10
+            )
+        with urllib.request.urlopen(f"http://{metrics}/metrics", timeout=10) as response:
+            scraped = response.read().decode()
+        served.wait_for_log("relay: leading")
+    finally:
+        served.stop(timeout=20)
+
+    assert migrated.returncode == 0, migrated.output
+    assert account.id > 0
+    assert "pm_outbox_events " in scraped  # the metrics collector read the database
+    for output in (migrated.output, served.process.output()):
+        assert password_database.password not in output
+
+
+@pytest.mark.parametrize("command", ["migrate", "serve"])
+def test_a_wrong_password_in_the_file_stops_the_program_with_one_line_without_it(
+    password_database: PasswordDatabase, tmp_path: Path, command: str
+) -> None:
+    wrong = f"{password_database.password}-not"
+    env = {
+        "PM_DATABASE_URL": password_database.url,
+        "PM_DATABASE_PASSWORD_FILE": str(password_file(tmp_path, wrong)),
+    }
+
+    run = (
+        payout_manager(command, "--address", f"127.0.0.1:{free_port()}", env=env)
+        if command == "serve"
+        else payout_manager(command, env=env)
+    )
+
+    assert_refused_in_one_line(run, "password authentication failed")
+    assert wrong not in run.output and password_database.password not in run.output

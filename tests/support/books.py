@@ -8,15 +8,16 @@ from typing import Any, TypeVar
 import psycopg2
 from psycopg2 import sql
 from sqlalchemy import Connection
+from sqlalchemy.engine import make_url
 
 from payout_manager.storage import audit
-from payout_manager.storage.database import create_database_engine, sqlalchemy_url
+from payout_manager.storage.database import create_database_engine
 
 T = TypeVar("T")
 
 
 def dsn(database_url: str) -> str:
-    return sqlalchemy_url(database_url).replace("postgresql+psycopg2://", "postgresql://")
+    return make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def _audited(database_url: str, check: Callable[[Connection], T]) -> T:

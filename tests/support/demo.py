@@ -19,7 +19,7 @@ def _treasury_credentials(files: SecureFiles, process: Process, timeout: float) 
     """Credentials of the secured demo's treasury, once the demo has made its files."""
     deadline = time.monotonic() + timeout
     while not files.policy.exists():
-        if time.monotonic() > deadline or process.poll() is not None:
+        if time.monotonic() > deadline or process.popen.poll() is not None:
             raise TimeoutError(f"the secured demo made no {files.policy}:\n{process.output()}")
         time.sleep(0.1)
     cert, key = files.client("treasury")

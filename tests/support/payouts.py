@@ -24,6 +24,7 @@ def create(
     payout_id: str = "",
     payout_tool_id: str = "",
     metadata: Mapping[str, str] | None = None,
+    timeout: float | None = None,
 ) -> pb.Payout:
     return payouts.CreatePayout(
         pb.CreatePayoutRequest(
@@ -33,7 +34,8 @@ def create(
             cash=party_pb.Cash(amount=amount, currency="RUB"),
             payout_tool_id=payout_tool_id,
             metadata=metadata,
-        )
+        ),
+        timeout=timeout,
     )
 
 

@@ -13,6 +13,7 @@ import os
 import shutil
 import socket
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
@@ -24,7 +25,7 @@ import pytest
 from psycopg2 import sql
 from testcontainers.core.docker_client import get_docker_host
 
-from local_stack.postgres import LocalPostgres, create_database
+from local_stack.postgres import SUPERUSER, LocalPostgres, create_database
 
 TEST_DATABASE_URL_VARIABLE = "PM_TEST_DATABASE_URL"
 DOCKER_IMAGE = "postgres:18"
@@ -83,19 +84,62 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
 
 
 @contextmanager
-def scratch_postgres(prefix: str) -> Iterator[LocalPostgres]:
+def scratch_postgres(prefix: str, *, passwords: bool = False) -> Iterator[LocalPostgres]:
     """An embedded PostgreSQL 18 in a scratch directory, trading durability for speed; removed after.
 
     Not under pytest's basetemp: every pytest run resets that tree to mode 0700, which would lock
     the server's own account out of a concurrent run's data directory.
+
+    `passwords`: every role but the superuser signs in over TCP with its password (scram-sha-256);
+    the embedded server otherwise trusts every local connection, so a wrong password would pass.
     """
     scratch = Path(tempfile.mkdtemp(prefix=prefix))
     server = LocalPostgres.start(scratch / "data", durable=False)
     try:
+        if passwords:
+            _require_passwords(server)
         yield server
     finally:
         server.stop()
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+_PASSWORD_HBA = f"""\
+local all all trust
+host all {SUPERUSER} 127.0.0.1/32 trust
+host all all 127.0.0.1/32 scram-sha-256
+"""
+
+
+def _require_passwords(server: LocalPostgres) -> None:
+    # Rewritten in place, so the file keeps the server account as its owner; a reload applies it.
+    (server.data_dir / "pg_hba.conf").write_text(_PASSWORD_HBA)
+    with closing(psycopg2.connect(server.url)) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT pg_reload_conf()")
+    # The postmaster rereads the file on the signal: wait until a role without a password is refused.
+    probe = f"pm_probe_{uuid.uuid4().hex[:8]}"
+    _superuser_execute(server.url, sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(probe)))
+    deadline = time.monotonic() + 10
+    try:
+        while True:
+            try:
+                psycopg2.connect(
+                    urlsplit(server.url)._replace(netloc=f"{probe}@127.0.0.1:{server.port}").geturl()
+                ).close()
+            except psycopg2.OperationalError:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"PostgreSQL on {server.data_dir} still trusts {probe} after a reload")
+            time.sleep(0.05)
+    finally:
+        _superuser_execute(server.url, sql.SQL("DROP ROLE {}").format(sql.Identifier(probe)))
+
+
+def _superuser_execute(server_url: str, statement: sql.Composable) -> None:
+    with closing(psycopg2.connect(server_url)) as connection:
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            cursor.execute(statement)
 
 
 @pytest.fixture

@@ -73,9 +73,17 @@ def wait_until_serving(
         raise type(error)(f"{error}:\n{process.output()}") from None
 
 
-def wait_until_listening(address: str, process: Process, timeout: float = 30.0) -> None:
-    """Waits until a gRPC server at `address` accepts connections."""
-    with grpc.insecure_channel(address) as channel:
+def wait_until_listening(
+    address: str,
+    process: Process,
+    timeout: float = 30.0,
+    *,
+    credentials: grpc.ChannelCredentials | None = None,
+) -> None:
+    """Waits until a gRPC server at `address` accepts connections (TLS ones with `credentials`)."""
+    with (
+        grpc.insecure_channel(address) if credentials is None else grpc.secure_channel(address, credentials)
+    ) as channel:
         try:
             grpc.channel_ready_future(channel).result(timeout=timeout)
         except grpc.FutureTimeoutError:

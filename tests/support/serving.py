@@ -75,16 +75,21 @@ def log_lines(output: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in output.splitlines() if line.strip()]
 
 
-def run_serve(env: dict[str, str], address: str) -> subprocess.CompletedProcess[str]:
-    """`serve` run to its end, for settings that must stop it at start: its exit code and output."""
+def run_to_exit(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`payout-manager ARGS` run to its end, for settings that must stop it at start."""
     return subprocess.run(
-        [sys.executable, "-m", "payout_manager", "serve", "--address", address],
+        [sys.executable, "-m", "payout_manager", *args],
         env={**os.environ, **env},
         capture_output=True,
         text=True,
         timeout=30,
         check=False,
     )
+
+
+def run_serve(env: dict[str, str], address: str) -> subprocess.CompletedProcess[str]:
+    """`serve` on `address` run to its end: its exit code and output."""
+    return run_to_exit(["serve", "--address", address], env)
 
 
 class StartServe(Protocol):
