@@ -45,13 +45,13 @@ _SCRIPT = """
 BEGIN;
 INSERT INTO payout (payout_id, party_id, shop_id, status, created_at, updated_at, requested_amount,
   requested_payout_tool_id, payout_tool_id, amount, fee, currency, cash_flow, metadata,
-  cancel_details, revision)
+  created_by, cancel_details, revision)
 VALUES ('r-' || :client_id || '-' || :r, 'party-' || :n, 'shop-' || :n, 'UNPAID', now(), now(),
   {amount} + {fee}, '', 'tool-1', {amount}, {fee}, '{currency}',
   '[{{"source": ["merchant.settlement", 1], "destination": ["merchant.payout", 2], "amount": {amount},
      "currency": "{currency}", "details": "payout"}},
     {{"source": ["merchant.settlement", 1], "destination": ["system.settlement", 3], "amount": {fee},
-     "currency": "{currency}", "details": "fee"}}]', '{{}}', '', 1)
+     "currency": "{currency}", "details": "fee"}}]', '{{}}', 'anonymous', '', 1)
 ON CONFLICT (payout_id) DO NOTHING RETURNING payout_id;
 INSERT INTO posting_plan (id, status, created_at, updated_at)
 VALUES ('payout_r-' || :client_id || '-' || :r, 'HOLD', now(), now())

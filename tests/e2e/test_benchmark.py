@@ -56,6 +56,14 @@ def test_quick_benchmark_prints_every_row_the_limits_and_healthy_books(tmp_path:
         assert row, f"no row of numbers for {scenario}:\n{output}"
         assert float(row["rate"]) > 0
     assert re.search(rf"^\(b\) create then confirm\s+{NUMBER}\s+{NUMBER}/{NUMBER}\s", output, re.MULTILINE)
+    for kind in ("plaintext, no policy", "mutual TLS + policy"):
+        for turn in (1, 2):
+            row = re.search(rf"^\(a\) {re.escape(kind)} {turn}{ROW}", output, re.MULTILINE)
+            assert row and float(row["rate"]) > 0, f"no row for (a) {kind} {turn}:\n{output}"
+    security = re.search(
+        rf"mutual TLS \+ policy: ({NUMBER}) payouts/s; plaintext: ({NUMBER}); ({NUMBER}) of it", output
+    )
+    assert security and float(security[3]) > 0, output
     for in_flight in (1, 8, 32):
         assert re.search(rf"^\(a\) {in_flight} in flight{ROW}", output, re.MULTILINE)
     if java_available():
