@@ -137,6 +137,7 @@ def _readable_file(name: str, value: str) -> Path:
 
 def _password(name: str, path: Path) -> str:
     """The file's content without one trailing newline; the error names the file, never the content."""
+    # As `echo secret > file` and editors leave it; a password never ends in a newline.
     content = _read(name, path).removesuffix(b"\n").removesuffix(b"\r")
     if not content:
         raise SettingsError(f"{name} is malformed: {str(path)!r} is empty")
@@ -244,17 +245,8 @@ def _pem_certificates(name: str, value: str) -> Path:
 
 
 def _password_file(name: str, value: str) -> Secret:
-    """The file's text less one trailing newline; no error ever shows any of it."""
-    path = _readable_file(name, value)
-    try:
-        password = path.read_bytes().decode()
-    except UnicodeDecodeError:
-        raise SettingsError(f"{name} is malformed: {value!r} is not UTF-8 text") from None
-    # As `echo secret > file` and editors leave it; a password never ends in a newline.
-    password = password.removesuffix("\r\n") if password.endswith("\r\n") else password.removesuffix("\n")
-    if not password:
-        raise SettingsError(f"{name} is malformed: {value!r} is empty")
-    return Secret(password)
+    """The file's text less one trailing newline, kept from every repr; no error ever shows any of it."""
+    return Secret(_password(name, _readable_file(name, value)))
 
 
 def database_url(name: str, value: str) -> str:
