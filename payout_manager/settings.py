@@ -262,25 +262,41 @@ def database_url(name: str, value: str) -> str:
     return value
 
 
-def _party_management_tls(get: Callable[[str], str | None]) -> dict[str, Path | None]:
+def _pem_files(
+    get: Callable[[str], str | None],
+    variables: dict[str, str],
+    *,
+    pair: tuple[str, str],
+    requires: tuple[str, str],
+    advice: str,
+) -> dict[str, Path | None]:
+    """Readable PEM files by field name, from `variables` (field: variable). The `pair`, a certificate
+    and its key, go together; `requires[0]` set needs `requires[1]`, as `advice` says."""
     files = {
         name: _readable_file(variable, value) if (value := get(variable)) else None
-        for name, variable in (
-            ("party_management_tls_ca_file", "PM_PARTY_MANAGEMENT_TLS_CA_FILE"),
-            ("party_management_tls_cert_file", "PM_PARTY_MANAGEMENT_TLS_CERT_FILE"),
-            ("party_management_tls_key_file", "PM_PARTY_MANAGEMENT_TLS_KEY_FILE"),
-        )
+        for name, variable in variables.items()
     }
-    if (files["party_management_tls_cert_file"] is None) != (files["party_management_tls_key_file"] is None):
-        raise SettingsError(
-            "PM_PARTY_MANAGEMENT_TLS_CERT_FILE and PM_PARTY_MANAGEMENT_TLS_KEY_FILE go together:"
-            " set both or neither"
-        )
-    if files["party_management_tls_cert_file"] is not None and files["party_management_tls_ca_file"] is None:
-        raise SettingsError(
-            "PM_PARTY_MANAGEMENT_TLS_CERT_FILE needs TLS: set PM_PARTY_MANAGEMENT_TLS_CA_FILE too"
-        )
+    cert, key = pair
+    if (files[cert] is None) != (files[key] is None):
+        raise SettingsError(f"{variables[cert]} and {variables[key]} go together: set both or neither")
+    needing, needed = requires
+    if files[needing] is not None and files[needed] is None:
+        raise SettingsError(f"{variables[needing]} needs TLS: {advice}")
     return files
+
+
+def _party_management_tls(get: Callable[[str], str | None]) -> dict[str, Path | None]:
+    return _pem_files(
+        get,
+        {
+            "party_management_tls_ca_file": "PM_PARTY_MANAGEMENT_TLS_CA_FILE",
+            "party_management_tls_cert_file": "PM_PARTY_MANAGEMENT_TLS_CERT_FILE",
+            "party_management_tls_key_file": "PM_PARTY_MANAGEMENT_TLS_KEY_FILE",
+        },
+        pair=("party_management_tls_cert_file", "party_management_tls_key_file"),
+        requires=("party_management_tls_cert_file", "party_management_tls_ca_file"),
+        advice="set PM_PARTY_MANAGEMENT_TLS_CA_FILE too",
+    )
 
 
 def _database_password_file(get: Callable[[str], str | None], url: str | None) -> Path | None:
@@ -310,18 +326,17 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
     metrics = get("PM_METRICS_ADDRESS")
     policy = get("PM_AUTH_POLICY_FILE")
     defaults = Settings(database_url=None)
-    tls = {
-        name: _readable_file(variable, value) if (value := get(variable)) else None
-        for name, variable in (
-            ("tls_cert_file", "PM_TLS_CERT_FILE"),
-            ("tls_key_file", "PM_TLS_KEY_FILE"),
-            ("tls_client_ca_file", "PM_TLS_CLIENT_CA_FILE"),
-        )
-    }
-    if (tls["tls_cert_file"] is None) != (tls["tls_key_file"] is None):
-        raise SettingsError("PM_TLS_CERT_FILE and PM_TLS_KEY_FILE go together: set both or neither")
-    if tls["tls_client_ca_file"] is not None and tls["tls_cert_file"] is None:
-        raise SettingsError("PM_TLS_CLIENT_CA_FILE needs TLS: set PM_TLS_CERT_FILE and PM_TLS_KEY_FILE too")
+    tls = _pem_files(
+        get,
+        {
+            "tls_cert_file": "PM_TLS_CERT_FILE",
+            "tls_key_file": "PM_TLS_KEY_FILE",
+            "tls_client_ca_file": "PM_TLS_CLIENT_CA_FILE",
+        },
+        pair=("tls_cert_file", "tls_key_file"),
+        requires=("tls_client_ca_file", "tls_cert_file"),
+        advice="set PM_TLS_CERT_FILE and PM_TLS_KEY_FILE too",
+    )
     return Settings(
         database_url=database_url("PM_DATABASE_URL", url) if url else None,
         grpc_address=address("PM_GRPC_ADDRESS", get("PM_GRPC_ADDRESS") or defaults.grpc_address),
