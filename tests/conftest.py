@@ -1,4 +1,4 @@
-"""The PostgreSQL every test shares: see support.postgres for how it is chosen."""
+"""The PostgreSQL every test shares: see payout_manager_testing.postgres for how it is chosen."""
 
 from __future__ import annotations
 
@@ -11,9 +11,14 @@ from pathlib import Path
 import grpc
 import pytest
 from hypothesis import settings as hypothesis_settings
-from support.kafka import TestKafka, session_kafka
-from support.kafka import chosen_source as chosen_kafka_source
-from support.postgres import (
+from support.serving import start_serve  # noqa: F401 (a fixture: importing it here registers it)
+
+from local_stack.postgres import LocalPostgres, create_database
+from payout_manager.proto.accounter.v1 import accounter_pb2_grpc
+from payout_manager.proto.payout_manager.v1 import payout_manager_pb2_grpc
+from payout_manager_testing.kafka import TestKafka, session_kafka
+from payout_manager_testing.kafka import chosen_source as chosen_kafka_source
+from payout_manager_testing.postgres import (
     DOCKER_IMAGE,
     TEST_DATABASE,
     TEST_DATABASE_URL_VARIABLE,
@@ -22,13 +27,14 @@ from support.postgres import (
     fresh_database_url,  # noqa: F401 (a fixture: importing it here registers it)
     scratch_postgres,
 )
-from support.processes import Process, free_port, signal_name, wait_until_listening, wait_until_serving
-from support.serving import start_serve  # noqa: F401 (a fixture: importing it here registers it)
-from support.world import World
-
-from local_stack.postgres import LocalPostgres, create_database
-from payout_manager.proto.accounter.v1 import accounter_pb2_grpc
-from payout_manager.proto.payout_manager.v1 import payout_manager_pb2_grpc
+from payout_manager_testing.processes import (
+    Process,
+    free_port,
+    signal_name,
+    wait_until_listening,
+    wait_until_serving,
+)
+from payout_manager_testing.world import World
 
 # CI explores the same examples on every run, so a red build is about the change under test;
 # developers' runs stay random and keep finding new cases.
@@ -66,7 +72,7 @@ def postgres_server_url(request: pytest.FixtureRequest) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def kafka() -> Iterator[TestKafka]:
-    """The Kafka every test shares, started on first use: see support.kafka for how it is chosen."""
+    """The Kafka every test shares, started on first use (chosen by payout_manager_testing.kafka)."""
     with session_kafka() as broker:
         yield broker
 
@@ -142,3 +148,15 @@ def accounter(channel: grpc.Channel) -> accounter_pb2_grpc.AccounterStub:
 @pytest.fixture(scope="session")
 def world(accounter: accounter_pb2_grpc.AccounterStub, party_management: PartyManagementServer) -> World:
     return World(accounter, party_management.config_path)
+
+
+# The testing kit's fixtures (payout_manager_testing.plugin) on this session's PostgreSQL and Kafka,
+# rather than a second of each.
+@pytest.fixture(scope="session")
+def payout_manager_postgres_url(postgres_server_url: str) -> str:
+    return postgres_server_url
+
+
+@pytest.fixture(scope="session")
+def payout_manager_kafka_servers(kafka: TestKafka) -> str:
+    return kafka.bootstrap_servers

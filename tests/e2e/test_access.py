@@ -27,7 +27,6 @@ from support.books import dsn, payouts_whose_plans_disagree, unbalanced_currenci
 from support.events import Stack, sequences
 from support.payouts import cancel, confirm, create, refusal
 from support.serving import StartServe, log_lines, run_serve
-from support.world import Shop
 
 from local_stack.certificates import Authority, Issued
 from payout_manager.proto.accounter.v1 import accounter_pb2 as accounter_pb
@@ -35,6 +34,7 @@ from payout_manager.proto.accounter.v1 import accounter_pb2_grpc
 from payout_manager.proto.party_management.v1 import party_management_pb2 as party_pb
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2 as pb
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2_grpc
+from payout_manager_testing.world import Shop
 
 PM = "payout_manager.v1.PayoutManagement"
 ACCOUNTER = "accounter.v1.Accounter"

@@ -36,7 +36,6 @@ from support.strategies import (
     texts,
     timestamps,
 )
-from support.world import Shop, World
 
 from payout_manager.payouts import listing
 from payout_manager.proto.accounter.v1 import accounter_pb2 as acc_pb
@@ -44,6 +43,7 @@ from payout_manager.proto.accounter.v1 import accounter_pb2_grpc
 from payout_manager.proto.party_management.v1 import party_management_pb2 as party_pb
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2 as pb
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2_grpc
+from payout_manager_testing.world import Shop, World
 
 Payouts = payout_manager_pb2_grpc.PayoutManagementStub
 Accounter = accounter_pb2_grpc.AccounterStub

@@ -19,15 +19,15 @@ from urllib.parse import urlsplit
 import pytest
 from support.events import Stack, assert_complete_and_ordered
 from support.faults import BackendTerminator, ConnectionResetter, restart_postgres
-from support.kafka import TEST_KAFKA_VARIABLE, KafkaSource, TestKafka
 from support.load import Load
-from support.postgres import scratch_postgres
 
 from local_stack.postgres import LocalPostgres
 from payout_manager.proto.accounter.v1 import accounter_pb2 as accounter_pb
 from payout_manager.proto.accounter.v1 import accounter_pb2_grpc
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2 as pb
 from payout_manager.storage.audit import audit_books
+from payout_manager_testing.kafka import TEST_KAFKA_VARIABLE, KafkaSource, TestKafka
+from payout_manager_testing.postgres import scratch_postgres
 
 FUNDS = 10**12
 THREADS = 8

@@ -5,10 +5,10 @@ from __future__ import annotations
 import grpc
 import pytest
 from support.payouts import Stub, create, refusal
-from support.world import PLAIN_TERMS, World
 
 from payout_manager.proto.party_management.v1 import party_management_pb2 as party_pb
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2 as pb
+from payout_manager_testing.world import PLAIN_TERMS, World
 
 
 def test_party_management_refusals_are_passed_on(payouts: Stub, world: World) -> None:

@@ -18,11 +18,11 @@ import grpc
 import pytest
 from support.demo import start_demo
 from support.payouts import confirm, create
-from support.processes import free_port
 
 from local_stack.kafka import java_available
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2 as pb
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2_grpc
+from payout_manager_testing.processes import free_port
 
 
 def path_without(tmp_path: Path, *programs: str) -> str:

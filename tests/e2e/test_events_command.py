@@ -15,10 +15,10 @@ import pytest
 from confluent_kafka import Producer
 from support.events import Stack, by_payout, stored_events
 from support.events import events_command as run_events_command
-from support.kafka import TestKafka
 from support.payouts import confirm, create
 
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2 as pb
+from payout_manager_testing.kafka import TestKafka
 
 TIMEOUT = 120
 

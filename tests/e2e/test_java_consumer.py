@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 from support.events import Stack
-from support.kafka import TestKafka
 from support.payouts import cancel, confirm, create
 
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2 as pb
+from payout_manager_testing.kafka import TestKafka
 
 PROJECT = Path(__file__).resolve().parents[2] / "clients" / "java-events-consumer"
 BUILD_TIMEOUT = 900

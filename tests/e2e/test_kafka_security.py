@@ -24,13 +24,13 @@ from support.events import (
     stored_events,
     wait_for_empty_outbox,
 )
-from support.kafka import SecuredKafka, secured_local_kafka
 from support.payouts import confirm, create
-from support.processes import free_port
 
 from local_stack.certificates import Authority, Issued
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2 as pb
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2_grpc
+from payout_manager_testing.kafka import SecuredKafka, secured_local_kafka
+from payout_manager_testing.processes import free_port
 
 TIMEOUT = 60.0
 

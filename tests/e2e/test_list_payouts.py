@@ -6,9 +6,9 @@ import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from support.payouts import Stub, cancel, confirm, create, refusal
-from support.world import World
 
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2 as pb
+from payout_manager_testing.world import World
 
 
 def list_all(payouts: Stub, request: pb.ListPayoutsRequest) -> list[pb.Payout]:

@@ -9,11 +9,11 @@ import pytest
 from sqlalchemy.engine import make_url
 from support.payouts import create
 from support.serving import StartServe, log_lines
-from support.world import World
 
 from payout_manager.proto.party_management.v1 import party_management_pb2 as party_pb
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2 as pb
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2_grpc
+from payout_manager_testing.world import World
 
 PASSWORD = "s3cret-Pw-7"
 CREATE = "payout_manager.v1.PayoutManagement.CreatePayout"

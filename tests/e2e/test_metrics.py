@@ -8,12 +8,12 @@ import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from support.payouts import confirm, create
-from support.processes import free_port
 from support.serving import StartServe
-from support.world import World
 
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2 as pb
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2_grpc
+from payout_manager_testing.processes import free_port
+from payout_manager_testing.world import World
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

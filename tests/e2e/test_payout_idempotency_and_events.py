@@ -7,9 +7,9 @@ import uuid
 import grpc
 import pytest
 from support.payouts import Stub, cancel, confirm, create, mark_paid, refusal
-from support.world import World
 
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2 as pb
+from payout_manager_testing.world import World
 
 
 def test_create_with_an_empty_id_gets_a_uuid(payouts: Stub, world: World) -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import grpc
 import pytest
 from support.payouts import Stub, cancel, confirm, create, mark_paid, refusal
-from support.world import World
 
 from payout_manager.proto.accounter.v1 import accounter_pb2 as accounter_pb
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2 as pb
+from payout_manager_testing.world import World
 
 
 def test_create_holds_the_cash_flow_and_computes_amount_and_fee(payouts: Stub, world: World) -> None:

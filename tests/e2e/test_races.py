@@ -22,12 +22,12 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from support import books
 from support.payouts import Stub, cancel, confirm, create, mark_paid, refusal
-from support.world import Shop, World
 
 from payout_manager.proto.accounter.v1 import accounter_pb2 as accounter_pb
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2 as pb
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2_grpc
 from payout_manager.storage.audit import audit_books
+from payout_manager_testing.world import Shop, World
 
 T = TypeVar("T")
 CLIENT_THREADS = 12

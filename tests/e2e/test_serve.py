@@ -25,14 +25,14 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
-from support.processes import Process, free_port, signal_name, wait_until_listening
 from support.serving import PartyManagementServer, Served, StartServe
-from support.world import PLAIN_TERMS, Shop, World
 
 from payout_manager.proto.party_management.v1 import party_management_pb2 as party_pb
 from payout_manager.proto.party_management.v1 import party_management_pb2_grpc
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2 as pb
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2_grpc
+from payout_manager_testing.processes import Process, free_port, signal_name, wait_until_listening
+from payout_manager_testing.world import PLAIN_TERMS, Shop, World
 
 PAYOUT_MANAGEMENT = "payout_manager.v1.PayoutManagement"
 ACCOUNTER = "accounter.v1.Accounter"

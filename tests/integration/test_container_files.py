@@ -26,8 +26,6 @@ import grpc
 import pytest
 import yaml
 from grpc_health.v1 import health, health_pb2_grpc
-from support.postgres import DOCKER_IMAGE as POSTGRES_IMAGE
-from support.processes import Process, free_port, wait_until_serving
 
 import payout_manager
 from clients.party_management import config as party_config
@@ -35,6 +33,8 @@ from local_stack.kafka import KAFKA_VERSION
 from payout_manager import cli, settings
 from payout_manager.proto.accounter.v1 import accounter_pb2, accounter_pb2_grpc
 from payout_manager.storage import migrations
+from payout_manager_testing.postgres import DOCKER_IMAGE as POSTGRES_IMAGE
+from payout_manager_testing.processes import Process, free_port, wait_until_serving
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = "payout-manager"

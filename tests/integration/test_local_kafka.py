@@ -1,4 +1,4 @@
-"""The local Kafka launcher and the tests' Kafka (support.kafka), on real brokers."""
+"""The local Kafka launcher and the tests' Kafka (payout_manager_testing.kafka), on real brokers."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, Message, Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
-from support.kafka import KafkaSource, SecuredKafka, TestKafka, secured_local_kafka
 
 from local_stack.kafka import (
     KAFKA_VERSION,
@@ -26,6 +25,7 @@ from local_stack.kafka import (
     java_available,
     new_cluster_id,
 )
+from payout_manager_testing.kafka import KafkaSource, SecuredKafka, TestKafka, secured_local_kafka
 
 needs_java = pytest.mark.skipif(
     not java_available(), reason="java (and mvn, until the jars are cached) needed"

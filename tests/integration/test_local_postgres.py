@@ -11,9 +11,9 @@ from pathlib import Path
 
 import psycopg2
 import pytest
-from support.postgres import docker_engine_answers
 
 from local_stack.postgres import LocalPostgres, LocalPostgresError
+from payout_manager_testing.postgres import docker_engine_answers
 
 
 def server_version(url: str) -> str:

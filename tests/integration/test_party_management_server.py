@@ -22,7 +22,6 @@ import pytest
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
-from support.processes import free_port
 
 from clients.party_management.client import PartyManagementClient
 from payout_manager.errors import Code, Reason, Refusal
@@ -34,6 +33,7 @@ from payout_manager.payouts.cash_flow import (
     sum_payout,
 )
 from payout_manager.proto.party_management.v1 import party_management_pb2, party_management_pb2_grpc
+from payout_manager_testing.processes import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 30.0

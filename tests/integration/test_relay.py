@@ -15,8 +15,7 @@ import psycopg2
 import pytest
 from sqlalchemy import Engine, select, text, update
 from support.books import dsn
-from support.events import TopicReader, sequences, wait_for_empty_outbox
-from support.kafka import TestKafka
+from support.events import sequences, wait_for_empty_outbox
 
 from local_stack.postgres import LocalPostgres, create_database
 from payout_manager.events.codec import event_to_proto
@@ -28,6 +27,8 @@ from payout_manager.storage.database import create_database_engine
 from payout_manager.storage.outbox import Outbox
 from payout_manager.storage.payouts import Payouts
 from payout_manager.storage.tables import payout_event
+from payout_manager_testing.kafka import TestKafka
+from payout_manager_testing.topic import TopicReader
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ from typing import Protocol
 
 import pytest
 from sqlalchemy import event
-from support.world import World
 
 from benchmarks import replay
 from clients.party_management.client import PartyManagementClient
@@ -23,6 +22,7 @@ from payout_manager.payouts.service import PayoutService
 from payout_manager.storage import tables
 from payout_manager.storage.database import Database, create_database_engine
 from payout_manager.storage.unit_of_work import SqlStorage
+from payout_manager_testing.world import World
 
 TABLES = set(tables.metadata.tables)
 

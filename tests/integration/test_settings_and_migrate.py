@@ -27,8 +27,6 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from psycopg2 import sql
 from support.books import dsn
-from support.postgres import scratch_postgres
-from support.processes import free_port
 from support.serving import serve
 
 from local_stack.postgres import LocalPostgres
@@ -40,6 +38,8 @@ from payout_manager.settings import Settings, SettingsError
 from payout_manager.storage import audit, migrations, tables
 from payout_manager.storage.database import create_database_engine
 from payout_manager.storage.ledger import Ledger
+from payout_manager_testing.postgres import scratch_postgres
+from payout_manager_testing.processes import free_port
 
 PASSWORD = "s3cret-pw"
 # A well-formed URL to a port where nothing listens: a setting that slips through fails fast.

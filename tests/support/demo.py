@@ -9,7 +9,7 @@ from pathlib import Path
 import grpc
 
 from local_stack.secure import SecureFiles
-from support.processes import Process, free_port, wait_until_serving
+from payout_manager_testing.processes import Process, free_port, wait_until_serving
 
 # The first start may resolve Kafka's jars with mvn.
 START_TIMEOUT = 240.0

@@ -12,14 +12,14 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import grpc
 import psycopg2
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 from google.protobuf import json_format
 
 from local_stack.postgres import create_database
@@ -28,83 +28,11 @@ from payout_manager.proto.accounter.v1 import accounter_pb2_grpc
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2 as pb
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2_grpc
 from payout_manager.storage import migrations
+from payout_manager_testing.processes import Process, free_port, wait_until_listening
+from payout_manager_testing.topic import Record, TopicReader
+from payout_manager_testing.world import World
 from support.books import dsn
-from support.processes import Process, free_port, wait_until_listening
 from support.serving import Served, serve
-from support.world import World
-
-
-@dataclass(frozen=True)
-class Record:
-    """One message of the topic, decoded."""
-
-    key: str
-    partition: int
-    offset: int
-    headers: dict[str, bytes]
-    value: bytes
-    event: pb.Event
-
-
-class TopicReader:
-    """A consumer in a consumer group of its own, reading the topic from its beginning."""
-
-    def __init__(self, bootstrap_servers: str, topic: str) -> None:
-        self._consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap_servers,
-                "group.id": f"pm-test-{uuid.uuid4().hex[:12]}",
-                "auto.offset.reset": "earliest",
-                "enable.auto.commit": True,
-            }
-        )
-        self._consumer.subscribe([topic])
-        self.records: list[Record] = []
-
-    def read_until(self, done: Callable[[list[Record]], bool], timeout: float) -> list[Record]:
-        """Reads until `done(all records so far)` or the timeout; returns every record read."""
-        deadline = time.monotonic() + timeout
-        while not done(self.records):
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"the topic did not have what was expected; {len(self.records)} records read"
-                )
-            message = self._consumer.poll(0.2)
-            if message is None or message.error() is not None:
-                continue
-            event = pb.Event()
-            event.ParseFromString(message.value() or b"")
-            self.records.append(
-                Record(
-                    key=(message.key() or b"").decode(),
-                    partition=message.partition() or 0,
-                    offset=message.offset() or 0,
-                    headers=_headers(message),
-                    value=message.value() or b"",
-                    event=event,
-                )
-            )
-        return self.records
-
-    def read_events_of(self, expected: dict[str, int], timeout: float) -> list[Record]:
-        """Reads until every payout in `expected` has had an event with its expected last sequence id."""
-
-        def seen_all(records: list[Record]) -> bool:
-            last: dict[str, int] = {}
-            for record in records:
-                last[record.key] = max(last.get(record.key, 0), record.event.sequence_id)
-            return all(last.get(payout_id, 0) >= n for payout_id, n in expected.items())
-
-        return self.read_until(seen_all, timeout)
-
-    def close(self) -> None:
-        self._consumer.close()
-
-
-def _headers(message: Message) -> dict[str, bytes]:
-    found = message.headers() or []
-    pairs = found.items() if isinstance(found, dict) else found
-    return {name: value.encode() if isinstance(value, str) else value or b"" for name, value in pairs}
 
 
 def sequences(records: Iterable[Record], payout_ids: Iterable[str] | None = None) -> dict[str, list[int]]:

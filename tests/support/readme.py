@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from support.processes import Process
+from payout_manager_testing.processes import Process
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"

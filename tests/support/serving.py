@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import grpc
 import pytest
 
-from support.processes import Process, free_port, wait_until_serving
+from payout_manager_testing.processes import Process, free_port, wait_until_serving
 
 
 class PartyManagementServer(Protocol):

@@ -11,7 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ("payout_manager", "clients")
 # The quick start's local stack, the tests and the benchmark: in the repository, not in the wheel.
-DEVELOPMENT = ("local_stack", "support", "tests", "benchmarks", "scripts")
+DEVELOPMENT = ("local_stack", "payout_manager_testing", "support", "tests", "benchmarks", "scripts")
 
 
 def imported_modules(path: Path) -> Iterator[str]:

@@ -104,6 +104,24 @@ def scratch_postgres(prefix: str, *, passwords: bool = False) -> Iterator[LocalP
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+@contextmanager
+def postgres_server() -> Iterator[str]:
+    """The URL of the chosen PostgreSQL server's default database: $PM_TEST_DATABASE_URL's, else
+    postgres:18 in Docker (testcontainers) when an engine answers, else an embedded server. What
+    it started, it stops and removes when the block ends."""
+    source = chosen_source()
+    if source is PostgresSource.ENVIRONMENT:
+        yield os.environ[TEST_DATABASE_URL_VARIABLE]
+    elif source is PostgresSource.DOCKER:
+        from testcontainers.community.postgres import PostgresContainer
+
+        with PostgresContainer(DOCKER_IMAGE, driver=None) as container:
+            yield container.get_connection_url()
+    else:
+        with scratch_postgres("pm-test-postgres-") as server:
+            yield server.url
+
+
 _PASSWORD_HBA = f"""\
 local all all trust
 host all {SUPERUSER} 127.0.0.1/32 trust

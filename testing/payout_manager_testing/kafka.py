@@ -23,7 +23,7 @@ import pytest
 
 from local_stack.certificates import Authority
 from local_stack.kafka import KAFKA_VERSION, BrokerCertificate, LocalKafka, broker_answers, java_available
-from support.postgres import docker_engine_answers
+from payout_manager_testing.postgres import docker_engine_answers
 
 TEST_KAFKA_VARIABLE = "PM_TEST_KAFKA_BOOTSTRAP_SERVERS"
 # testcontainers' KafkaContainer (4.15) drives the Confluent images' own start scripts, so the
