@@ -8,9 +8,7 @@ payouts with the reference PartyManagement server it also carries.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,16 +16,13 @@ from pathlib import Path
 import grpc
 import pytest
 from support.payouts import create
+from support.wheels import build_wheels, venv_with
 
 from payout_manager.proto.accounter.v1 import accounter_pb2_grpc
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2 as pb
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2_grpc
 from payout_manager_testing.processes import Process, free_port, wait_until_listening, wait_until_serving
 from payout_manager_testing.world import World
-
-ROOT = Path(__file__).resolve().parents[2]
-NOT_SHIPPED = (".git", ".venv", ".tools", ".demo", "build", "dist", "*.egg-info", "__pycache__", "*_cache")
-INSTALL_TIMEOUT = 600
 
 
 @dataclass(frozen=True)
@@ -71,25 +66,8 @@ class Installed:
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     work = tmp_path_factory.mktemp("wheel")
-    source = work / "source"
-    shutil.copytree(ROOT, source, symlinks=True, ignore=shutil.ignore_patterns(*NOT_SHIPPED))
-    pip_wheel = [
-        sys.executable,
-        "-m",
-        "pip",
-        "wheel",
-        "--quiet",
-        "--no-deps",
-        "--wheel-dir",
-        str(work / "dist"),
-    ]
-    subprocess.run([*pip_wheel, str(source)], check=True, timeout=INSTALL_TIMEOUT)
-    (wheel,) = (work / "dist").glob("payout_manager-*.whl")
-    venv = work / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    subprocess.run(
-        [str(venv / "bin" / "pip"), "install", "--quiet", str(wheel)], check=True, timeout=INSTALL_TIMEOUT
-    )
+    # The service alone: the kit's wheel is built beside it but not asked for.
+    venv = venv_with(work / "venv", build_wheels(work), "payout-manager")
     outside = work / "elsewhere"
     outside.mkdir()
     return Installed(venv, outside)
