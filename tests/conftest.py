@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,22 +15,21 @@ from support.serving import start_serve  # noqa: F401 (a fixture: importing it h
 from local_stack.postgres import LocalPostgres, create_database
 from payout_manager.proto.accounter.v1 import accounter_pb2_grpc
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2_grpc
+from payout_manager_testing.components import party_management as kit_party_management
 from payout_manager_testing.kafka import TestKafka, session_kafka
 from payout_manager_testing.kafka import chosen_source as chosen_kafka_source
 from payout_manager_testing.postgres import (
-    DOCKER_IMAGE,
     TEST_DATABASE,
-    TEST_DATABASE_URL_VARIABLE,
     PostgresSource,
     chosen_source,
     fresh_database_url,  # noqa: F401 (a fixture: importing it here registers it)
+    postgres_server,
     scratch_postgres,
 )
 from payout_manager_testing.processes import (
     Process,
     free_port,
     signal_name,
-    wait_until_listening,
     wait_until_serving,
 )
 from payout_manager_testing.world import World
@@ -55,19 +53,14 @@ def local_postgres() -> Iterator[LocalPostgres]:
 
 @pytest.fixture(scope="session")
 def postgres_server_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    """URL of the chosen server's default database, before any migration."""
-    source = chosen_source()
-    if source is PostgresSource.ENVIRONMENT:
-        yield os.environ[TEST_DATABASE_URL_VARIABLE]
-    elif source is PostgresSource.DOCKER:
-        from testcontainers.community.postgres import PostgresContainer
-
-        with PostgresContainer(DOCKER_IMAGE, driver=None) as container:
-            yield container.get_connection_url()
-    else:
-        # Requested by name so that the embedded server starts only when it is the choice.
+    """URL of the chosen server's default database, before any migration (the kit's choice)."""
+    if chosen_source() is PostgresSource.EMBEDDED:
+        # Requested by name so that the tests that need the server itself share this one.
         server: LocalPostgres = request.getfixturevalue("local_postgres")
         yield server.url
+    else:
+        with postgres_server() as url:
+            yield url
 
 
 @pytest.fixture(scope="session")
@@ -99,17 +92,9 @@ class PartyManagementServer:
 
 @pytest.fixture(scope="session")
 def party_management(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PartyManagementServer]:
-    """The reference PartyManagement server, a real process; World writes its config."""
-    directory = tmp_path_factory.mktemp("party-management")
-    config_path = directory / "party-management.json"
-    config_path.write_text(json.dumps({"system_accounts": {}, "parties": []}))
-    address = f"127.0.0.1:{free_port()}"
-    process = Process(
-        ["party-management", "--config", str(config_path), "--address", address], {}, directory / "output.log"
-    )
-    wait_until_listening(address, process)
-    yield PartyManagementServer(address, config_path)
-    process.stop()
+    """The reference PartyManagement server, a real process (the kit's); World writes its config."""
+    with kit_party_management(tmp_path_factory.mktemp("party-management")) as server:
+        yield PartyManagementServer(server.address, server.config_path)
 
 
 @pytest.fixture(scope="session")

@@ -15,24 +15,20 @@ from __future__ import annotations
 
 import contextlib
 import json
-import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import grpc
-import psycopg2
-from psycopg2 import sql
 
 from local_stack.certificates import Authority
-from local_stack.postgres import create_database
 from payout_manager.proto.accounter.v1 import accounter_pb2_grpc
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2 as pb
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2_grpc
-from payout_manager.storage import migrations
 from payout_manager.storage.audit import audit_books
-from payout_manager_testing.processes import Process, free_port, wait_until_listening, wait_until_serving
+from payout_manager_testing.components import database, party_management
+from payout_manager_testing.processes import Process, free_port, wait_until_serving
 from payout_manager_testing.topic import Record, TopicReader
 from payout_manager_testing.world import Shop, World
 
@@ -82,25 +78,15 @@ class PayoutManagerStack:
         env: dict[str, str] | None = None,
     ) -> Iterator[PayoutManagerStack]:
         """Starts the stack on that PostgreSQL server (and Kafka, if given); stops all of it after."""
-        name = f"pm_kit_{uuid.uuid4().hex[:12]}"
-        processes: list[Process] = []
-        database_url = create_database(postgres_server_url, name)
-        try:
-            migrations.upgrade(database_url)
-            config = directory / "party-management.json"
-            config.write_text(json.dumps({"system_accounts": {}, "parties": []}))
-            party_address = f"127.0.0.1:{free_port()}"
-            party = Process(
-                ["party-management", "--config", str(config), "--address", party_address],
-                {},
-                directory / "party-management.log",
-            )
-            processes.append(party)
-            wait_until_listening(party_address, party)
-            topic = f"pm-events-payout-{name}"
+        with (
+            database(postgres_server_url) as database_url,
+            party_management(directory) as party,
+            contextlib.ExitStack() as resources,
+        ):
+            topic = f"pm-events-payout-{database_url.rpartition('/')[2]}"
             serve_env = {
                 "PM_DATABASE_URL": database_url,
-                "PM_PARTY_MANAGEMENT_ADDRESS": party_address,
+                "PM_PARTY_MANAGEMENT_ADDRESS": party.address,
                 "PM_KAFKA_TOPIC": topic,
                 "PM_SHUTDOWN_GRACE": "5",
                 **(
@@ -117,17 +103,13 @@ class PayoutManagerStack:
                 {**serve_env, **(env or {})},
                 directory / "serve.log",
             )
-            processes.append(serve)
+            resources.callback(serve.stop, timeout=20)
             wait_until_serving(address, serve, timeout=60, credentials=_credentials(authority, KIT_PRINCIPAL))
-            stack = cls(address, database_url, kafka_bootstrap_servers, topic, directory, config, authority)
-            try:
-                yield stack
-            finally:
-                stack.close()
-        finally:
-            for process in reversed(processes):
-                process.stop(timeout=20)
-            _drop_database(postgres_server_url, name)
+            stack = cls(
+                address, database_url, kafka_bootstrap_servers, topic, directory, party.config_path, authority
+            )
+            resources.callback(stack.close)
+            yield stack
 
     def credentials(self, identity: str) -> grpc.ChannelCredentials | None:
         """TLS credentials with a client certificate naming `identity` (its URI SAN, as SPEC 5
@@ -211,10 +193,3 @@ def _secured(directory: Path, authority: Authority, security: Security) -> dict[
         "PM_TLS_CLIENT_CA_FILE": str(ca),
         "PM_AUTH_POLICY_FILE": str(policy_file),
     }
-
-
-def _drop_database(server_url: str, name: str) -> None:
-    with contextlib.closing(psycopg2.connect(server_url)) as connection:
-        connection.autocommit = True
-        with connection.cursor() as cursor:
-            cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))

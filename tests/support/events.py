@@ -13,6 +13,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,13 +23,11 @@ import psycopg2
 from confluent_kafka import Consumer, TopicPartition
 from google.protobuf import json_format
 
-from local_stack.postgres import create_database
 from payout_manager.events.relay import LEADER_LOCK_KEY
 from payout_manager.proto.accounter.v1 import accounter_pb2_grpc
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2 as pb
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2_grpc
-from payout_manager.storage import migrations
-from payout_manager_testing.processes import Process, free_port, wait_until_listening
+from payout_manager_testing.components import database, party_management
 from payout_manager_testing.topic import Record, TopicReader
 from payout_manager_testing.world import World
 from support.books import dsn
@@ -217,24 +216,14 @@ class Stack:
     database_url: str = ""
     topic: str = ""
     servers: list[ServedWithStub] = field(default_factory=list)
-    _party_management: Process | None = None
-    _party_management_address: str = ""
     _world: World | None = None
 
     def __post_init__(self) -> None:
-        name = f"pm_events_{uuid.uuid4().hex[:12]}"
-        self.database_url = create_database(self.postgres_server_url, name)
-        migrations.upgrade(self.database_url)
-        self.topic = f"pm-events-payout-{name}"
-        config = self.directory / "party-management.json"
-        config.write_text('{"system_accounts": {}, "parties": []}')
-        self._party_management_address = f"127.0.0.1:{free_port()}"
-        self._party_management = Process(
-            ["party-management", "--config", str(config), "--address", self._party_management_address],
-            {},
-            self.directory / "party-management.log",
-        )
-        wait_until_listening(self._party_management_address, self._party_management)
+        # The testing kit's database and reference PartyManagement, as its own stacks start them.
+        self._resources = ExitStack()
+        self.database_url = self._resources.enter_context(database(self.postgres_server_url, "pm_events"))
+        self.topic = f"pm-events-payout-{self.database_url.rpartition('/')[2]}"
+        self._party_management = self._resources.enter_context(party_management(self.directory))
 
     def serve(
         self,
@@ -246,7 +235,7 @@ class Stack:
         """`serve` on the stack; `credentials` for a TLS channel (the stack's world uses the first)."""
         env = {
             "PM_DATABASE_URL": self.database_url,
-            "PM_PARTY_MANAGEMENT_ADDRESS": self._party_management_address,
+            "PM_PARTY_MANAGEMENT_ADDRESS": self._party_management.address,
             **self.events_env(),
             "PM_SHUTDOWN_GRACE": "5",
             **(env or {}),
@@ -275,7 +264,7 @@ class Stack:
 
     @property
     def party_management_address(self) -> str:
-        return self._party_management_address
+        return self._party_management.address
 
     @property
     def world(self) -> World:
@@ -283,7 +272,7 @@ class Stack:
             assert self.servers, "start a server first"
             self._world = World(
                 accounter_pb2_grpc.AccounterStub(self.servers[0].channel),
-                self.directory / "party-management.json",
+                self._party_management.config_path,
             )
         return self._world
 
@@ -302,5 +291,4 @@ class Stack:
     def close(self) -> None:
         for served in self.servers:
             served.close()
-        if self._party_management is not None:
-            self._party_management.stop()
+        self._resources.close()
