@@ -24,7 +24,9 @@ from support.payouts import refusal
 from payout_manager.proto.accounter.v1 import accounter_pb2
 from payout_manager.proto.party_management.v1 import party_management_pb2 as party_pb
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2 as pb
+from payout_manager.proto.payout_manager.v1.payout_manager_pb2_grpc import PayoutManagementStub
 from payout_manager_testing.plugin import Books, Stubs
+from payout_manager_testing.stack import KIT_PRINCIPAL, PayoutManagerStack, Security
 from payout_manager_testing.topic import TopicReader
 from payout_manager_testing.world import Shop
 
@@ -141,3 +143,34 @@ def test_the_stack_is_gone_when_the_session_ends_even_after_a_failing_test(
         cursor.execute("SELECT count(*) FROM pg_database WHERE datname = %s", (database,))
         assert cursor.fetchone() == (0,)
     connection.close()
+
+
+def test_a_secured_stack_makes_the_certificates_and_holds_to_the_policy_given(
+    postgres_server_url: str, tmp_path: Path
+) -> None:
+    reader = "spiffe://team/reader"
+    policy = {
+        "roles": {"reader": ["payout_manager.v1.PayoutManagement/GetPayout"]},
+        "principals": [{"id": reader, "roles": ["reader"]}],
+    }
+
+    with PayoutManagerStack.start(
+        tmp_path, postgres_server_url=postgres_server_url, workers=1, security=Security(policy)
+    ) as stack:
+        shop = stack.new_shop(funds=50_000)
+        made = stack.payouts().CreatePayout(create_request(shop, 1_000))
+        as_reader = stack.payouts(reader)
+        seen = as_reader.GetPayout(pb.GetPayoutRequest(payout_id=made.payout_id))
+        with pytest.raises(grpc.RpcError) as denied:
+            as_reader.CreatePayout(create_request(shop, 1_000))
+        with pytest.raises(grpc.RpcError) as unknown:
+            stack.payouts("spiffe://team/stranger").GetPayout(pb.GetPayoutRequest(payout_id=made.payout_id))
+        with pytest.raises(grpc.RpcError) as plaintext:
+            PayoutManagementStub(grpc.insecure_channel(stack.address)).GetPayout(
+                pb.GetPayoutRequest(payout_id=made.payout_id), timeout=5
+            )
+
+    assert seen == made and made.created_by == KIT_PRINCIPAL
+    assert refusal(denied.value) == (grpc.StatusCode.PERMISSION_DENIED, "METHOD_NOT_ALLOWED")
+    assert refusal(unknown.value) == (grpc.StatusCode.UNAUTHENTICATED, "UNKNOWN_CALLER")
+    assert plaintext.value.code() == grpc.StatusCode.UNAVAILABLE
