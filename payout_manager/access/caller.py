@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from dataclasses import dataclass
 
 # Every caller's identity when no policy is set (SPEC 5), and the prefix of the service's own jobs.
@@ -19,10 +18,6 @@ class Caller:
 
     def may_touch(self, party_id: str) -> bool:
         return self.parties is None or party_id in self.parties
-
-    def confined_to(self, parties: Collection[str]) -> frozenset[str]:
-        """Of `parties`, those this caller may touch."""
-        return frozenset(parties) if self.parties is None else self.parties & frozenset(parties)
 
 
 ANONYMOUS = Caller(ANONYMOUS_ID)

@@ -55,7 +55,7 @@ def bearer_token(context: grpc.ServicerContext) -> str | None:
     for key, value in context.invocation_metadata() or ():
         if key == _AUTHORIZATION:
             text = value if isinstance(value, str) else ""
-            if not text[: len(_BEARER)].lower() == _BEARER or not text[len(_BEARER) :].strip():
+            if text[: len(_BEARER)].lower() != _BEARER or not text[len(_BEARER) :].strip():
                 raise Refusal(Reason.UNKNOWN_CALLER, "the authorization header must be 'Bearer TOKEN'")
             return text[len(_BEARER) :].strip()
     return None

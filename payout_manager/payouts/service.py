@@ -150,12 +150,15 @@ class PayoutService:
 
         def read(unit: UnitOfWork) -> bytes:
             payouts = unit.payouts
-            if caller.parties is not None:
+            # A confined caller's payout is checked first; anyone else's only when nothing is found.
+            confined = caller.parties is not None
+            if confined:
                 _visible(payouts, payout_id, caller)
             payload = payouts.event(payout_id, revision)
             if payload is not None:
                 return payload
-            _visible(payouts, payout_id, caller)
+            if not confined:
+                _visible(payouts, payout_id, caller)
             raise Refusal(Reason.REVISION_NOT_FOUND, f"payout {payout_id} has no revision {revision}")
 
         return self._storage.read(read)
@@ -166,10 +169,11 @@ class PayoutService:
 
         def read(unit: UnitOfWork) -> list[bytes]:
             payouts = unit.payouts
-            if caller.parties is not None:
+            confined = caller.parties is not None
+            if confined:
                 _visible(payouts, payout_id, caller)
             found = payouts.events(payout_id, after_sequence_id, limit)
-            if not found:
+            if not found and not confined:
                 _visible(payouts, payout_id, caller)
             return found
 
