@@ -24,8 +24,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import grpc
-
 from clients.party_management.config import EXAMPLE_TERMS
 from local_stack.kafka import LocalKafka, java_available
 from local_stack.ports import free_port
@@ -219,25 +217,14 @@ def _started(
         )
 
 
-def treasury_credentials(files: SecureFiles) -> grpc.ChannelCredentials:
-    cert, key = files.client("treasury")
-    return grpc.ssl_channel_credentials(files.ca.read_bytes(), key.read_bytes(), cert.read_bytes())
-
-
 def _secured_serve(directory: Path, env: dict[str, str], workers: int) -> Secured:
     files = secure_files(directory / "secure")
     address = f"127.0.0.1:{free_port()}"
-    secured_env = {
-        **env,
-        "PM_TLS_CERT_FILE": str(files.server_cert),
-        "PM_TLS_KEY_FILE": str(files.server_key),
-        "PM_TLS_CLIENT_CA_FILE": str(files.ca),
-        "PM_AUTH_POLICY_FILE": str(files.policy),
-    }
+    secured_env = {**env, **files.serve_env()}
     serve = _process(
         ["serve", "--workers", str(workers), "--address", address],
         secured_env,
         directory / "serve-secured.log",
     )
-    wait_until_serving(address, timeout=60, exited=serve.poll, credentials=treasury_credentials(files))
+    wait_until_serving(address, timeout=60, exited=serve.poll, credentials=files.credentials("treasury"))
     return Secured(address, serve, files)

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
+
 from local_stack.certificates import Authority
 
 BACK_OFFICE = "spiffe://demo/back-office"
@@ -85,6 +87,20 @@ class SecureFiles:
     def client(self, name: str) -> tuple[Path, Path]:
         """The certificate and key of the client `name` (back-office, treasury, gateway)."""
         return self.directory / f"{name}.crt", self.directory / f"{name}.key"
+
+    def credentials(self, name: str) -> grpc.ChannelCredentials:
+        """gRPC credentials trusting the demo CA and showing the client `name`'s certificate."""
+        cert, key = self.client(name)
+        return grpc.ssl_channel_credentials(self.ca.read_bytes(), key.read_bytes(), cert.read_bytes())
+
+    def serve_env(self) -> dict[str, str]:
+        """The PM_* settings that make serve speak mutual TLS with the demo's policy."""
+        return {
+            "PM_TLS_CERT_FILE": str(self.server_cert),
+            "PM_TLS_KEY_FILE": str(self.server_key),
+            "PM_TLS_CLIENT_CA_FILE": str(self.ca),
+            "PM_AUTH_POLICY_FILE": str(self.policy),
+        }
 
 
 def _write_private(path: Path, data: bytes) -> None:

@@ -17,7 +17,6 @@ runs (workers, settings, mutual TLS with an access policy).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -84,17 +83,14 @@ def payout_manager_stack(
     is stopped and its database dropped, whether the tests passed or not."""
     from payout_manager_testing.stack import PayoutManagerStack
 
-    with ExitStack() as resources:
-        stack = resources.enter_context(
-            PayoutManagerStack.start(
-                tmp_path_factory.mktemp("payout-manager"),
-                postgres_server_url=payout_manager_postgres_url,
-                kafka_bootstrap_servers=payout_manager_kafka_servers,
-                workers=payout_manager_options.workers,
-                security=payout_manager_options.security,
-                env=payout_manager_options.env,
-            )
-        )
+    with PayoutManagerStack.start(
+        tmp_path_factory.mktemp("payout-manager"),
+        postgres_server_url=payout_manager_postgres_url,
+        kafka_bootstrap_servers=payout_manager_kafka_servers,
+        workers=payout_manager_options.workers,
+        security=payout_manager_options.security,
+        env=payout_manager_options.env,
+    ) as stack:
         yield stack
 
 

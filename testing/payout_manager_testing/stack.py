@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,12 +24,11 @@ import grpc
 
 from local_stack.certificates import Authority
 from payout_manager.proto.accounter.v1 import accounter_pb2_grpc
-from payout_manager.proto.payout_manager.v1 import payout_manager_pb2 as pb
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2_grpc
 from payout_manager.storage.audit import audit_books
 from payout_manager_testing.components import database, party_management
 from payout_manager_testing.processes import Process, free_port, wait_until_serving
-from payout_manager_testing.topic import Record, TopicReader
+from payout_manager_testing.topic import TopicReader
 from payout_manager_testing.world import Shop, World
 
 # The identity the stack's own calls use under a policy (funding shops needs the Accounter).
@@ -143,21 +142,6 @@ class PayoutManagerStack:
         if self.bootstrap_servers is None:
             raise RuntimeError("the stack has no Kafka: start it with kafka_bootstrap_servers")
         return TopicReader(self.bootstrap_servers, self.topic)
-
-    def events_of(self, payout_ids: Sequence[str], *, timeout: float = 60.0) -> list[pb.Event]:
-        """The topic's events of those payouts, once each has all the events GetPayoutEvents has."""
-        stored = {
-            payout_id: len(
-                self.payouts().GetPayoutEvents(pb.GetPayoutEventsRequest(payout_id=payout_id)).events
-            )
-            for payout_id in payout_ids
-        }
-        reader = self.topic_reader()
-        try:
-            records: list[Record] = reader.read_events_of(stored, timeout)
-        finally:
-            reader.close()
-        return [record.event for record in records if record.key in stored]
 
     def audit(self) -> list[str]:
         """What is wrong with the books: unbalanced currencies, plans that disagree with their

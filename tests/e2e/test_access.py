@@ -19,11 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import psycopg2
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from support.books import dsn, payouts_whose_plans_disagree, unbalanced_currencies
+from support.books import event_sequences, payouts_whose_plans_disagree, unbalanced_currencies
 from support.events import Stack, sequences
 from support.payouts import cancel, confirm, create, refusal
 from support.serving import StartServe, log_lines, run_serve
@@ -309,7 +308,7 @@ def test_the_refused_calls_changed_nothing(secured: Secured) -> None:
     # allowed call made, with as many events as those calls made, and no plan the refused
     # calls named exists.
     database_url = secured.stack.database_url
-    stored = sequences_in_database(database_url)
+    stored = event_sequences(database_url)
     assert stored == {payout_id: list(range(1, n + 1)) for payout_id, n in secured.made.items()}
     treasury = secured.accounter(TREASURY)
     for plan_id in ("refused-forged-hold", "refused-payouts-only-hold"):
@@ -321,16 +320,6 @@ def test_the_refused_calls_changed_nothing(secured: Secured) -> None:
     assert (party_2.own_amount, party_2.min_available_amount) == secured.party_2_balance
     records = secured.stack.published(secured.made)
     assert sequences(records) == stored
-
-
-def sequences_in_database(database_url: str) -> dict[str, list[int]]:
-    with psycopg2.connect(dsn(database_url)) as connection, connection.cursor() as cursor:
-        cursor.execute("SELECT payout_id, sequence_id FROM payout_event ORDER BY payout_id, sequence_id")
-        found: dict[str, list[int]] = {}
-        for payout_id, sequence_id in cursor.fetchall():
-            found.setdefault(payout_id, []).append(sequence_id)
-    connection.close()
-    return found
 
 
 def test_health_is_open_and_reflection_needs_a_listed_caller(secured: Secured) -> None:
@@ -494,7 +483,7 @@ def test_random_callers_methods_and_parties_get_the_policys_decision_and_never_i
     database_url = secured.stack.database_url
     assert unbalanced_currencies(database_url) == []
     assert payouts_whose_plans_disagree(database_url, sorted(secured.made)) == []
-    assert sequences_in_database(database_url) == {p: list(range(1, n + 1)) for p, n in secured.made.items()}
+    assert event_sequences(database_url) == {p: list(range(1, n + 1)) for p, n in secured.made.items()}
 
 
 def test_a_bad_policy_file_at_start_stops_serve_with_one_line(database_url: str, tmp_path: Path) -> None:
@@ -508,7 +497,7 @@ def test_a_bad_policy_file_at_start_stops_serve_with_one_line(database_url: str,
     assert "PM_AUTH_POLICY_FILE is malformed" in run.stderr and "CreatePayouts" in run.stderr
 
 
-def test_without_a_policy_serve_says_every_caller_is_anonymous(start_serve: StartServe) -> None:
+def test_without_a_policy_serve_says_at_start_that_every_caller_is_anonymous(start_serve: StartServe) -> None:
     served = start_serve()
 
     served.wait_for_log("every caller is anonymous with every right")

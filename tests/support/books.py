@@ -41,23 +41,24 @@ def payouts_whose_plans_disagree(
     return _audited(database_url, lambda c: audit.payouts_whose_plans_disagree(c, payout_ids))
 
 
-def _event_column(database_url: str, payout_ids: Sequence[str], column: str) -> dict[str, list[Any]]:
-    """Per payout, one column of its event rows in sequence order."""
+def _event_column(database_url: str, payout_ids: Sequence[str] | None, column: str) -> dict[str, list[Any]]:
+    """Per payout (of `payout_ids`, or every stored one), one column of its event rows in sequence order."""
     with psycopg2.connect(dsn(database_url)) as connection, connection.cursor() as cursor:
+        which = sql.SQL("" if payout_ids is None else "WHERE payout_id = ANY(%s)")
         cursor.execute(
-            sql.SQL(
-                "SELECT payout_id, {} FROM payout_event WHERE payout_id = ANY(%s)"
-                " ORDER BY payout_id, sequence_id"
-            ).format(sql.Identifier(column)),
-            (list(payout_ids),),
+            sql.SQL("SELECT payout_id, {} FROM payout_event {} ORDER BY payout_id, sequence_id").format(
+                sql.Identifier(column), which
+            ),
+            None if payout_ids is None else (list(payout_ids),),
         )
-        result: dict[str, list[Any]] = {payout_id: [] for payout_id in payout_ids}
+        result: dict[str, list[Any]] = {payout_id: [] for payout_id in payout_ids or ()}
         for payout_id, value in cursor.fetchall():
-            result[payout_id].append(value)
+            result.setdefault(payout_id, []).append(value)
         return result
 
 
-def event_sequences(database_url: str, payout_ids: Sequence[str]) -> dict[str, list[int]]:
+def event_sequences(database_url: str, payout_ids: Sequence[str] | None = None) -> dict[str, list[int]]:
+    """Per payout (of `payout_ids`, or every stored one), its events' sequence ids in order."""
     return _event_column(database_url, payout_ids, "sequence_id")
 
 

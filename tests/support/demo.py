@@ -22,8 +22,7 @@ def _treasury_credentials(files: SecureFiles, process: Process, timeout: float) 
         if time.monotonic() > deadline or process.popen.poll() is not None:
             raise TimeoutError(f"the secured demo made no {files.policy}:\n{process.output()}")
         time.sleep(0.1)
-    cert, key = files.client("treasury")
-    return grpc.ssl_channel_credentials(files.ca.read_bytes(), key.read_bytes(), cert.read_bytes())
+    return files.credentials("treasury")
 
 
 def start_demo(
