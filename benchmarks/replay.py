@@ -1,11 +1,10 @@
 """The limit: the SQL work of one CreatePayout, replayed by pgbench against the same PostgreSQL.
 
-The script sends what the server sends for a create without a payout id (the server makes it),
-statement for statement and in the same simple protocol as psycopg2: BEGIN; insert the payout;
-insert its posting plan; lock the shop's settlement account whole; lock one free slot of the
-shop's payout account and of the fee account; write the slots, their history, the plan's nets and
-the postings in one statement; store the event and queue it in the outbox; COMMIT. Balances are
-computed in SQL rather than in Python, which touches the same rows.
+The script sends what the server sends for a create without a payout id (the server makes it), in
+the same simple protocol as psycopg2: one call of the stored procedure `pm_create_payout` in
+autocommit, which inserts the payout and its posting plan, locks the shop's settlement account
+whole and one free slot of the shop's payout account and of the fee account, writes the slots,
+their history, the plan's nets and the postings, and stores the event with its outbox row.
 
 `shared=True` credits every fee to one system account, as the realistic terms do (it has a slot
 per client, as the service's grows under load); `shared=False` gives every shop a fee account of
@@ -42,67 +41,16 @@ _SCRIPT = """
 \\set payout_account :settlement + 1
 \\set fee_account {fee_account}
 \\set r random(1, 1000000000000000)
-BEGIN;
-INSERT INTO payout (payout_id, party_id, shop_id, status, created_at, updated_at, requested_amount,
-  requested_payout_tool_id, payout_tool_id, amount, fee, currency, cash_flow, metadata,
-  created_by, cancel_details, revision)
-VALUES ('r-' || :client_id || '-' || :r, 'party-' || :n, 'shop-' || :n, 'UNPAID', now(), now(),
-  {amount} + {fee}, '', 'tool-1', {amount}, {fee}, '{currency}',
+SELECT pm_create_payout('r-' || :client_id || '-' || :r, 'party-' || :n, 'shop-' || :n, 'UNPAID', 1,
+  now(), {debit}, '', 'tool-1', {amount}, {fee}, '{currency}',
   '[{{"source": ["merchant.settlement", 1], "destination": ["merchant.payout", 2], "amount": {amount},
      "currency": "{currency}", "details": "payout"}},
     {{"source": ["merchant.settlement", 1], "destination": ["system.settlement", 3], "amount": {fee},
-     "currency": "{currency}", "details": "fee"}}]', '{{}}', 'anonymous', '', 1)
-ON CONFLICT (payout_id) DO NOTHING RETURNING payout_id;
-INSERT INTO posting_plan (id, status, created_at, updated_at)
-VALUES ('payout_r-' || :client_id || '-' || :r, 'HOLD', now(), now())
-ON CONFLICT DO NOTHING RETURNING id;
-SELECT s.account_id, s.slot, s.own_amount, s.held_debit, s.held_credit, a.currency, a.description,
-  a.created_at
-FROM account_slot s JOIN account a ON a.id = s.account_id
-WHERE s.account_id IN (:settlement) ORDER BY s.account_id, s.slot FOR NO KEY UPDATE OF s;
-SELECT max(f.slot) FILTER (WHERE w.id = :payout_account) AS payout_slot,
-  max(f.slot) FILTER (WHERE w.id = :fee_account) AS fee_slot, sum(t.own_amount) AS total
-FROM unnest(ARRAY[:payout_account, :fee_account]::bigint[]) AS w(id)
-JOIN account a ON a.id = w.id
-LEFT JOIN LATERAL (
-  SELECT slot, own_amount, held_debit, held_credit FROM account_slot
-  WHERE account_id = w.id ORDER BY slot LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED
-) f ON true
-CROSS JOIN LATERAL (
-  SELECT sum(own_amount) AS own_amount, sum(held_debit) AS held_debit,
-    sum(held_credit) AS held_credit, count(*) AS slots
-  FROM account_slot WHERE account_id = w.id
-) t \\gset
-WITH v AS (
-  SELECT * FROM (VALUES (:settlement::bigint, 0::smallint, {debit}::bigint, 0::bigint, -{debit}::bigint),
-    (:payout_account, :payout_slot, 0, {amount}, {amount}), (:fee_account, :fee_slot, 0, {fee}, {fee}))
-  AS v(account_id, slot, debit, credit, net)
-), changed AS (
-  UPDATE account_slot s SET held_debit = s.held_debit + v.debit, held_credit = s.held_credit + v.credit
-  FROM v WHERE s.account_id = v.account_id AND s.slot = v.slot
-  RETURNING s.account_id, s.slot, s.own_amount, s.held_debit, s.held_credit
-), history AS (
-  INSERT INTO account_balance (account_id, slot, at, own_amount, min_available_amount,
-    max_available_amount)
-  SELECT account_id, slot, clock_timestamp(), own_amount, own_amount - held_debit,
-    own_amount + held_credit FROM changed
-), nets AS (
-  INSERT INTO posting_plan_account (plan_id, account_id, slot, net)
-  SELECT 'payout_r-' || :client_id || '-' || :r, account_id, slot, net FROM v
-  ON CONFLICT (plan_id, account_id) DO UPDATE SET net = excluded.net
-)
-INSERT INTO posting (plan_id, batch_id, position, from_id, to_id, amount, currency, description)
-VALUES ('payout_r-' || :client_id || '-' || :r, 1, 0, :settlement, :payout_account, {amount},
-    '{currency}', 'payout'),
-  ('payout_r-' || :client_id || '-' || :r, 1, 1, :settlement, :fee_account, {fee}, '{currency}', 'fee');
-WITH stored AS (
-  INSERT INTO payout_event (event_id, payout_id, sequence_id, created_at, payload)
-  VALUES (gen_random_uuid(), 'r-' || :client_id || '-' || :r, 1, now(),
-    decode(repeat('ab', {event_bytes}), 'hex'))
-  RETURNING payout_event.id
-)
-INSERT INTO payout_event_outbox (event_row_id) SELECT stored.id FROM stored;
-COMMIT;
+     "currency": "{currency}", "details": "fee"}}]'::jsonb, '{{}}'::jsonb, 'anonymous',
+  'payout_r-' || :client_id || '-' || :r, ARRAY[:settlement, :settlement]::bigint[],
+  ARRAY[:payout_account, :fee_account]::bigint[], ARRAY[{amount}, {fee}]::bigint[],
+  ARRAY['{currency}', '{currency}']::text[], ARRAY['payout', 'fee']::text[], ARRAY[:settlement]::bigint[],
+  gen_random_uuid(), decode(repeat('ab', {event_bytes}), 'hex'));
 """
 
 
@@ -160,10 +108,9 @@ def script(*, base: int, fee_account: str) -> str:
 
 
 def statements(text: str) -> list[str]:
-    """The SQL statements of a pgbench script, without its meta-commands, BEGIN and COMMIT."""
+    """The SQL statements of a pgbench script, without its meta-commands."""
     lines = [line for line in text.splitlines() if not line.startswith("\\set")]
-    parts = " ".join(lines).replace("\\gset", ";").split(";")
-    return [part.strip() for part in parts if part.strip() and part.strip() not in ("BEGIN", "COMMIT")]
+    return [part.strip() for part in " ".join(lines).split(";") if part.strip()]
 
 
 def limit(server_url: str, *, clients: int, seconds: float, shared: bool) -> float:

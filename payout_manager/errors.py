@@ -89,6 +89,19 @@ CODES: dict[Reason, Code] = {
 }
 
 
+# The SQLSTATEs the database's procedures refuse with (migrations/versions/0005): class PM is
+# this service's own; 22003 (numeric_value_out_of_range) is a balance leaving bigint.
+SQLSTATES: dict[str, Reason] = {
+    "PM001": Reason.INSUFFICIENT_FUNDS,
+    "PM002": Reason.ACCOUNT_NOT_FOUND,
+    "PM003": Reason.CURRENCY_MISMATCH,
+    "PM004": Reason.INVALID_PLAN_STATE,
+    "PM005": Reason.PLAN_NOT_FOUND,
+    "PM006": Reason.INVALID_PLAN_STATE,
+    "22003": Reason.AMOUNT_OUT_OF_RANGE,
+}
+
+
 @dataclass(frozen=True)
 class FieldViolation:
     """One bad request field, as `google.rpc.BadRequest.FieldViolation`."""

@@ -15,7 +15,7 @@ from typing import Protocol, TypeVar
 
 from payout_manager.accounting.rules import Account, Batch
 from payout_manager.payouts.cash_flow import CashFlowPosting
-from payout_manager.payouts.model import Payout, PayoutEvent, PayoutStatus
+from payout_manager.payouts.model import Accounting, Payout, PayoutEvent, PayoutStatus
 
 T = TypeVar("T")
 
@@ -112,8 +112,23 @@ class UnitOfWork(Protocol):
 
 
 class Storage(Protocol):
-    def transaction(self, work: Callable[[UnitOfWork], T]) -> T:
-        """Runs `work` in one transaction: committed when it returns, rolled back when it raises."""
+    def create(self, payout: Payout, event: PayoutEvent, batch: Batch, checked: Collection[int]) -> bool:
+        """In one transaction: stores the new `payout`, holds `batch` in its plan and stores `event`.
+
+        False, and nothing stored, when a payout with its id exists. Refused (INSUFFICIENT_FUNDS),
+        storing nothing, when the minimum available amount of a `checked` account would fall
+        below zero.
+        """
+        ...
+
+    def change(
+        self, changed: Payout, event: PayoutEvent, accounting: Accounting, revert: Batch | None
+    ) -> bool:
+        """In one transaction: stores `changed` with its `accounting` on the payout's plan and `event`.
+
+        Only if the stored payout is still at the revision before `changed.revision`; False, and
+        nothing stored, if not. `revert`: the batch a REVERT holds and commits in the revert plan.
+        """
         ...
 
     def read(self, work: Callable[[UnitOfWork], T]) -> T:

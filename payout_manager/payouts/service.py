@@ -95,40 +95,26 @@ class PayoutService:
                 f"the payout's fees ({sums.fee}) leave nothing to pay out of {request.amount}",
             )
 
-        def store(unit: UnitOfWork) -> tuple[Payout, bool]:
-            now = self._clock()
-            payout, event = model.create(
-                request,
-                payout_tool_id=cash_flow.payout_tool_id,
-                amount=sums.amount,
-                fee=sums.fee,
-                cash_flow=cash_flow.postings,
-                now=now,
-                initiator=caller.identity,
-            )
-            payouts = unit.payouts
-            if not payouts.add(payout):
-                # A concurrent create with this id committed first: judge this call against it.
-                winner = payouts.get(payout.payout_id)
-                assert winner is not None
-                return winner, False
-            # Only the settlement accounts are checked, so only they serialize payouts; the shared
-            # system account every fee goes to is credited through any free slot of it.
-            checked = settlement_accounts(payout.cash_flow)
-            accounts = unit.ledger.hold(payout.plan_id, _batch(payout.cash_flow), now, checked=checked)
-            for account_id in checked:
-                available = accounts[account_id].min_available_amount
-                if available < 0:
-                    # Raising rolls the whole transaction back: no hold, no payout, no event.
-                    raise Refusal(
-                        Reason.INSUFFICIENT_FUNDS,
-                        f"settlement account {account_id} lacks {-available} {payout.currency}",
-                    )
-            payouts.add_event(replace(event, event_id=self._new_id()))
-            return payout, True
-
-        payout, created = self._storage.transaction(store)
-        return payout if created else _replayed(payout, request)
+        payout, event = model.create(
+            request,
+            payout_tool_id=cash_flow.payout_tool_id,
+            amount=sums.amount,
+            fee=sums.fee,
+            cash_flow=cash_flow.postings,
+            now=self._clock(),
+            initiator=caller.identity,
+        )
+        # Only the settlement accounts are checked, so only they serialize payouts; the shared
+        # system account every fee goes to is credited through any free slot of it. A refusal
+        # (insufficient funds) stores nothing: no hold, no payout, no event.
+        checked = settlement_accounts(payout.cash_flow)
+        event = replace(event, event_id=self._new_id())
+        if self._storage.create(payout, event, _batch(payout.cash_flow), checked):
+            return payout
+        # A concurrent create with this id committed first: judge this call against it.
+        winner = self._storage.read(lambda unit: unit.payouts.get(payout.payout_id))
+        assert winner is not None
+        return _replayed(winner, request)
 
     def confirm(self, payout_id: str, caller: Caller) -> Payout:
         return self._change(payout_id, PayoutStatus.CONFIRMED, caller)
@@ -197,29 +183,24 @@ class PayoutService:
 
     def _change(self, payout_id: str, target: PayoutStatus, caller: Caller, details: str = "") -> Payout:
         validation.check_payout_id(payout_id)
-
-        def work(unit: UnitOfWork) -> Payout:
-            payouts = unit.payouts
-            current = _visible(payouts, payout_id, caller, for_update=True)
-            now = self._clock()
-            change = model.transition(current, target, now=now, initiator=caller.identity, details=details)
+        # Read, decide, then store the change if nothing changed the payout in between; else
+        # read again. Each failed attempt means another change landed, and a payout changes at
+        # most once per status, so this ends.
+        for _ in range(len(PayoutStatus) + 1):
+            current = self._storage.read(lambda unit: _visible(unit.payouts, payout_id, caller))
+            change = model.transition(
+                current, target, now=self._clock(), initiator=caller.identity, details=details
+            )
             if change.event is None:
                 return current
-            ledger = unit.ledger
-            if change.accounting is Accounting.COMMIT:
-                ledger.commit_plan(current.plan_id, now)
-            elif change.accounting is Accounting.ROLLBACK:
-                ledger.rollback_plan(current.plan_id, now)
-            elif change.accounting is Accounting.REVERT:
-                reverse = tuple(p.reversed() for p in current.cash_flow)
+            revert = None
+            if change.accounting is Accounting.REVERT:
                 # A revert is never refused for lack of funds: no account of it is checked.
-                ledger.hold(current.revert_plan_id, _batch(reverse), now, checked=())
-                ledger.commit_plan(current.revert_plan_id, now)
-            payouts.save_change(change.payout)
-            payouts.add_event(replace(change.event, event_id=self._new_id()))
-            return change.payout
-
-        return self._storage.transaction(work)
+                revert = _batch(tuple(p.reversed() for p in current.cash_flow))
+            event = replace(change.event, event_id=self._new_id())
+            if self._storage.change(change.payout, event, change.accounting, revert):
+                return change.payout
+        raise AssertionError(f"payout {payout_id} kept changing under its change to {target.value}")
 
 
 def _replayed(existing: Payout, request: PayoutRequest) -> Payout:

@@ -13,7 +13,7 @@ from sqlalchemy import Connection, Engine, create_engine
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import NullPool, PoolProxiedConnection
 
 from payout_manager.errors import Reason, Refusal
 
@@ -66,22 +66,25 @@ def create_database_engine(database_url: DatabaseUrl, *, pool_size: int = 10) ->
 
 
 def _sqlstate(error: BaseException) -> str | None:
+    if isinstance(error, psycopg2.Error):
+        return error.pgcode
     if isinstance(error, DBAPIError):
         return getattr(error.orig, "pgcode", None)
     return None
 
 
 def _is_retryable(error: BaseException) -> bool:
-    return _sqlstate(error) in _RETRYABLE_SQLSTATES or isinstance(error, _LostBeforeCommitError)
+    return isinstance(error, _LostError) or _sqlstate(error) in _RETRYABLE_SQLSTATES
 
 
-class _LostBeforeCommitError(Exception):
-    """The connection was lost before COMMIT was sent: nothing was committed, the work may rerun."""
+class _LostError(Exception):
+    """The connection was lost where the work may run again: before COMMIT was sent (nothing was
+    committed), or during an idempotent call of `Database.call`."""
 
 
 def _log_retry(state: tenacity.RetryCallState) -> None:
     error = state.outcome.exception() if state.outcome else None
-    if isinstance(error, _LostBeforeCommitError):
+    if isinstance(error, _LostError):
         cause = "a lost connection"
     else:
         cause = (_sqlstate(error) if error else None) or "an unknown failure"
@@ -126,7 +129,7 @@ class Database:
             for attempt in retrying:
                 with attempt:
                     return self._once(work, autocommit=autocommit)
-        except _LostBeforeCommitError as lost:
+        except _LostError as lost:
             raise _unavailable() from lost.__cause__
         except (OperationalError, InterfaceError, PoolTimeout) as error:
             if _is_retryable(error):
@@ -152,6 +155,50 @@ class Database:
             return result
         finally:
             _give_back(connection, autocommit=autocommit)
+
+    def call(self, work: Callable[[psycopg2.extensions.cursor], T]) -> T:
+        """Runs `work` on a driver cursor in autocommit: each statement is its own transaction.
+
+        For the stored procedures of the hot paths (`storage.procedures`): one statement, one round
+        trip, without SQLAlchemy's execution machinery. Their statements are idempotent (a replay
+        of a create finds the payout; a change names the revision it moves from), so a connection
+        lost mid-call, when the statement may or may not have committed, simply runs `work` again on
+        a new connection, as do deadlocks and serialization failures.
+        """
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(_is_retryable),
+            stop=tenacity.stop_after_attempt(_TRANSACTION_ATTEMPTS),
+            wait=tenacity.wait_random_exponential(multiplier=0.005, max=0.2),
+            before_sleep=_log_retry,
+            reraise=True,
+        )
+        try:
+            for attempt in retrying:
+                with attempt:
+                    return self._call_once(work)
+        except _LostError as lost:
+            raise _unavailable() from lost.__cause__
+        except (OperationalError, InterfaceError, PoolTimeout, psycopg2.OperationalError) as error:
+            if _is_retryable(error):
+                raise
+            raise _unavailable() from error
+        raise AssertionError("unreachable: tenacity reraises the last failure")
+
+    def _call_once(self, work: Callable[[psycopg2.extensions.cursor], T]) -> T:
+        pooled = self.engine.raw_connection()
+        driver = cast(psycopg2.extensions.connection, pooled.dbapi_connection)
+        try:
+            driver.autocommit = True
+            with driver.cursor() as cursor:
+                return work(cursor)
+        except (psycopg2.OperationalError, psycopg2.InterfaceError) as error:
+            if not driver.closed:
+                raise
+            # Lost: the statement may have committed; the work is idempotent, so it runs again.
+            pooled.invalidate()
+            raise _LostError() from error
+        finally:
+            _give_back_raw(pooled, driver)
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -183,10 +230,21 @@ def _give_back(connection: Connection, *, autocommit: bool) -> None:
         log.info("a lost connection discarded: %s", type(error).__name__)
 
 
+def _give_back_raw(pooled: PoolProxiedConnection, driver: psycopg2.extensions.connection) -> None:
+    """`_give_back` for a connection borrowed by `Database.call`: never raises."""
+    try:
+        if not driver.closed:
+            driver.autocommit = False
+        pooled.close()
+    except psycopg2.Error as error:
+        pooled.invalidate()
+        log.info("a lost connection discarded: %s", type(error).__name__)
+
+
 def _lost_is_retryable(work: Callable[[Connection], T], connection: Connection) -> T:
     try:
         return work(connection)
     except DBAPIError as error:
         if error.connection_invalidated:
-            raise _LostBeforeCommitError() from error
+            raise _LostError() from error
         raise

@@ -14,7 +14,7 @@ from payout_manager.payouts.ports import Cursor, PayoutFilter
 from payout_manager.storage.tables import payout, payout_event, payout_event_outbox
 
 
-def _posting_to_json(posting: CashFlowPosting) -> dict[str, Any]:
+def posting_to_json(posting: CashFlowPosting) -> dict[str, Any]:
     return {
         "source": [posting.source.type.value, posting.source.account_id],
         "destination": [posting.destination.type.value, posting.destination.account_id],
@@ -106,7 +106,7 @@ class Payouts:
                 "amount": new.amount,
                 "fee": new.fee,
                 "currency": new.currency,
-                "cash_flow": [_posting_to_json(p) for p in new.cash_flow],
+                "cash_flow": [posting_to_json(p) for p in new.cash_flow],
                 "metadata": dict(new.metadata),
                 "created_by": new.created_by,
                 "cancel_details": new.cancel_details,

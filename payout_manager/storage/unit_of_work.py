@@ -1,14 +1,17 @@
-"""The payout service's storage on PostgreSQL: Database's transactions around Payouts and Ledger."""
+"""The payout service's storage on PostgreSQL: reads through Payouts, writes through the procedures."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import TypeVar
 
 from sqlalchemy import Connection
 
+from payout_manager.accounting.rules import Batch
+from payout_manager.payouts.model import Accounting, Payout, PayoutEvent
 from payout_manager.payouts.ports import UnitOfWork
+from payout_manager.storage import procedures
 from payout_manager.storage.database import Database
 from payout_manager.storage.ledger import Ledger
 from payout_manager.storage.payouts import Payouts
@@ -32,8 +35,17 @@ class SqlStorage:
     def __init__(self, database: Database) -> None:
         self._database = database
 
-    def transaction(self, work: Callable[[UnitOfWork], T]) -> T:
-        return self._database.transaction(lambda connection: work(_unit(connection)))
+    def create(self, payout: Payout, event: PayoutEvent, batch: Batch, checked: Collection[int]) -> bool:
+        return self._database.call(
+            lambda cursor: procedures.create_payout(cursor, payout, event, batch, checked)
+        )
+
+    def change(
+        self, changed: Payout, event: PayoutEvent, accounting: Accounting, revert: Batch | None
+    ) -> bool:
+        return self._database.call(
+            lambda cursor: procedures.change_payout(cursor, changed, event, accounting, revert)
+        )
 
     def read(self, work: Callable[[UnitOfWork], T]) -> T:
         return self._database.read(lambda connection: work(_unit(connection)))

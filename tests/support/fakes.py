@@ -19,7 +19,7 @@ from payout_manager.accounting.rules import Account, Batch, PlanStatus
 from payout_manager.errors import Reason, Refusal
 from payout_manager.events.codec import event_to_proto
 from payout_manager.payouts.cash_flow import CashFlowPosting
-from payout_manager.payouts.model import Payout, PayoutEvent
+from payout_manager.payouts.model import Accounting, Payout, PayoutEvent
 from payout_manager.payouts.ports import Cursor, PayoutFilter, UnitOfWork
 
 T = TypeVar("T")
@@ -155,6 +155,45 @@ class MemoryStorage:
 
     def read(self, work: Callable[[UnitOfWork], T]) -> T:
         return work(self.unit)
+
+    def create(self, payout: Payout, event: PayoutEvent, batch: Batch, checked: Collection[int]) -> bool:
+        def store(unit: UnitOfWork) -> bool:
+            if not unit.payouts.add(payout):
+                return False
+            accounts = unit.ledger.hold(payout.plan_id, batch, payout.created_at, checked=checked)
+            for account_id in checked:
+                available = accounts[account_id].min_available_amount
+                if available < 0:
+                    raise Refusal(
+                        Reason.INSUFFICIENT_FUNDS,
+                        f"settlement account {account_id} lacks {-available} {payout.currency}",
+                    )
+            unit.payouts.add_event(event)
+            return True
+
+        return self.transaction(store)
+
+    def change(
+        self, changed: Payout, event: PayoutEvent, accounting: Accounting, revert: Batch | None
+    ) -> bool:
+        def store(unit: UnitOfWork) -> bool:
+            current = unit.payouts.get(changed.payout_id)
+            if current is None or current.revision != changed.revision - 1:
+                return False
+            now = changed.updated_at
+            if accounting is Accounting.COMMIT:
+                unit.ledger.commit_plan(changed.plan_id, now)
+            elif accounting is Accounting.ROLLBACK:
+                unit.ledger.rollback_plan(changed.plan_id, now)
+            elif accounting is Accounting.REVERT:
+                assert revert is not None
+                unit.ledger.hold(changed.revert_plan_id, revert, now, checked=())
+                unit.ledger.commit_plan(changed.revert_plan_id, now)
+            unit.payouts.save_change(changed)
+            unit.payouts.add_event(event)
+            return True
+
+        return self.transaction(store)
 
 
 @dataclass(frozen=True)
