@@ -2,7 +2,8 @@
 
 An account has an own (committed) amount and, for every plan on hold, that plan's net effect on
 it. A net debit lowers `min_available`, a net credit raises `max_available`; commit moves the net
-into `own_amount`, rollback drops it. Balances are whole minor units that must fit in int64.
+into `own_amount`, rollback drops it (the procedure pm_finish_plan of migration 0005 does both).
+Balances are whole minor units that must fit in int64.
 """
 
 from __future__ import annotations
@@ -155,17 +156,6 @@ def hold(balance: Balance, net_before: int, net_after: int) -> Balance:
             held_credit=balance.held_credit - max(0, net_before) + max(0, net_after),
         )
     )
-
-
-def commit(balance: Balance, net: int) -> Balance:
-    """The balance after the plan holding `net` on this account was committed."""
-    released = hold(balance, net, 0)
-    return _in_int64(replace(released, own_amount=balance.own_amount + net))
-
-
-def rollback(balance: Balance, net: int) -> Balance:
-    """The balance after the plan holding `net` on this account was rolled back."""
-    return hold(balance, net, 0)
 
 
 def combined(account_id: int, currency: str, parts: Iterable[Balance]) -> Balance:

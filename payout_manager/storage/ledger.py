@@ -21,12 +21,15 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, func, insert, select, text, tuple_
+import psycopg2
+from sqlalchemy import Connection, Row, bindparam, func, insert, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import DBAPIError
 
 from payout_manager.accounting import rules
 from payout_manager.accounting.rules import Account, Balance, Batch, Plan, PlanStatus, Posting
 from payout_manager.errors import FieldViolation, Reason, Refusal, invalid
+from payout_manager.storage import procedures
 from payout_manager.storage.tables import (
     account,
     account_balance,
@@ -146,13 +149,6 @@ _WRITE_HOLD = text(
         CAST(:currencies AS text[]), CAST(:descriptions AS text[])
     ) WITH ORDINALITY AS p(from_id, to_id, amount, currency, description, position)
     """
-)
-
-# A commit's or rollback's writes in one statement: the slots and the plan's status.
-_WRITE_FINISH = text(
-    "WITH"  # noqa: S608 (constant SQL: only module constants are joined)
-    + _SLOT_CHANGES
-    + "UPDATE posting_plan SET status = :status, updated_at = :now WHERE id = :plan_id"
 )
 
 _NEW_PLAN = pg_insert(posting_plan).on_conflict_do_nothing().returning(posting_plan.c.id)
@@ -345,7 +341,8 @@ class Ledger:
     def commit_plan(self, plan_id: str, now: datetime) -> list[int]:
         """Moves the plan's held nets into own amounts; committing twice is a no-op.
 
-        Returns the plan's accounts.
+        Returns the plan's accounts. Commit and rollback are the procedure pm_finish_plan
+        (migration 0005), the one the payouts' changes call too.
         """
         return self._finish(plan_id, PlanStatus.COMMITTED, now)
 
@@ -365,22 +362,16 @@ class Ledger:
 
     def _finish(self, plan_id: str, target: PlanStatus, now: datetime) -> list[int]:
         check_plan_id(plan_id)
-        status = self._lock_plan(plan_id)
-        nets = self._plan_nets(plan_id)
-        if status is target:
-            return sorted(nets)
-        if status is not PlanStatus.HOLD:
-            raise Refusal(
-                Reason.INVALID_PLAN_STATE,
-                f"plan {plan_id} is {status.value}; it cannot become {target.value}",
+        try:
+            rows = self._connection.exec_driver_sql(
+                "SELECT * FROM pm_finish_plan(%s, %s, %s)", (plan_id, target.value, now)
             )
-        apply = rules.commit if target is PlanStatus.COMMITTED else rules.rollback
-        slots = self._lock_slots({i: n.slot for i, n in nets.items()})
-        changes = {i: (nets[i].slot, apply(slots[i], nets[i].net)) for i in sorted(nets)}
-        self._connection.execute(
-            _WRITE_FINISH, {**_slot_changes(changes), "plan_id": plan_id, "status": target.value, "now": now}
-        )
-        return sorted(nets)
+            return [account_id for (account_id,) in rows]
+        except DBAPIError as error:
+            refusal = procedures.refused(error.orig) if isinstance(error.orig, psycopg2.Error) else None
+            if refusal is None:
+                raise
+            raise refusal from None
 
     def _lock_plan(self, plan_id: str) -> PlanStatus:
         status = self._connection.execute(_LOCK_PLAN, {"plan_id": plan_id}).scalar_one_or_none()
@@ -442,17 +433,6 @@ class Ledger:
         row = self._connection.execute(_WAIT_FOR_ANY_SLOT, {"id": account_id}).one()
         balance = _slot_balance(account_id, currency, row)
         return _Locked(row.slot, balance, _minus(total, balance))
-
-    def _lock_slots(self, slots: Mapping[int, int]) -> dict[int, Balance]:
-        """Locks the given slot of each account, waiting, in ascending order."""
-        rows = self._connection.execute(
-            select(account_slot, account.c.currency)
-            .join(account, account.c.id == account_slot.c.account_id)
-            .where(tuple_(account_slot.c.account_id, account_slot.c.slot).in_(list(slots.items())))
-            .order_by(account_slot.c.account_id, account_slot.c.slot)
-            .with_for_update(of=account_slot, key_share=True)
-        )
-        return {row.account_id: _slot_balance(row.account_id, row.currency, row) for row in rows}
 
     def _plan_nets(self, plan_id: str) -> dict[int, _Net]:
         rows = self._connection.execute(_PLAN_NETS, {"plan_id": plan_id})
