@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -19,10 +20,13 @@ def status_to_proto(status: PayoutStatus) -> pb.PayoutStatus.ValueType:
     return _STATUS_TO_PROTO[status]
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def timestamp(moment: datetime) -> Timestamp:
-    result = Timestamp()
-    result.FromDatetime(moment.astimezone(UTC))
-    return result
+    """An aware datetime as a Timestamp (exact to the microsecond, as Timestamp.FromDatetime)."""
+    since = moment - _EPOCH
+    return Timestamp(seconds=since.days * 86_400 + since.seconds, nanos=since.microseconds * 1000)
 
 
 def _account(account: CashFlowAccount) -> party_pb.CashFlowAccount:
@@ -40,7 +44,31 @@ def posting_to_proto(posting: CashFlowPosting) -> party_pb.CashFlowPosting:
     )
 
 
+class _LastSnapshot(threading.local):
+    """The last payout this thread turned into protobuf, and what it became."""
+
+    payout: Payout | None = None
+    proto: pb.Payout | None = None
+
+
+_last = _LastSnapshot()
+
+
 def payout_to_proto(payout: Payout) -> pb.Payout:
+    """The payout as protobuf; built once per change: the stored event's snapshot and the call's
+    answer are the same payout object, so the second ask on this thread gets the first's message.
+
+    The message returned may be shared that way: callers must not change it.
+    """
+    last = _last
+    if last.payout is payout and last.proto is not None:
+        return last.proto
+    proto = _payout_to_proto(payout)
+    last.payout, last.proto = payout, proto
+    return proto
+
+
+def _payout_to_proto(payout: Payout) -> pb.Payout:
     return pb.Payout(
         payout_id=payout.payout_id,
         created_at=timestamp(payout.created_at),
@@ -61,9 +89,10 @@ def payout_to_proto(payout: Payout) -> pb.Payout:
 
 
 def event_to_proto(event: PayoutEvent) -> pb.Event:
+    snapshot = payout_to_proto(event.payout)
     change = pb.PayoutChange()
     if isinstance(event.change, PayoutCreated):
-        change.created.payout.CopyFrom(payout_to_proto(event.payout))
+        change.created.payout.CopyFrom(snapshot)
     else:
         change.status_changed.status = status_to_proto(event.change.status)
         change.status_changed.details = event.change.details
@@ -73,6 +102,6 @@ def event_to_proto(event: PayoutEvent) -> pb.Event:
         sequence_id=event.sequence_id,
         created_at=timestamp(event.created_at),
         payout_change=change,
-        payout=payout_to_proto(event.payout),
+        payout=snapshot,
         initiator=event.initiator,
     )
