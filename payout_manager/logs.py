@@ -46,5 +46,11 @@ def configure(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # No line names a thread, a process or a source line, so logging need not find them out for
+    # each record (the logging HOWTO's "Optimization": findCaller walks the stack every time).
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    logging._srcfile = None
     # Alembic names each of its plugins at INFO; the migrations it runs are what matters.
     logging.getLogger("alembic.runtime.plugins").setLevel(max(logging.WARNING, root.level))
