@@ -138,24 +138,32 @@ def limit(server_url: str, *, clients: int, seconds: float, shared: bool) -> flo
     failed = re.search(r"number of failed transactions: (\d+)", result.stdout)
     if result.returncode != 0 or found is None or (failed and int(failed.group(1))):
         raise RuntimeError(f"pgbench failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    # The procedure says by its result whether it stored the payout, which pgbench does not
+    # read: every transaction must have made one.
+    processed = re.search(r"number of transactions actually processed: (\d+)", result.stdout)
+    stored = int(_run_sql(database_url, "SELECT count(*) FROM payout"))
+    if processed is None or stored != int(processed.group(1)):
+        raise RuntimeError(f"pgbench made {stored} payouts in:\n{result.stdout}")
     _drop(server_url, database_url.rsplit("/", 1)[1])
     return float(found.group(1))
 
 
-def _run_sql(database_url: str, statement: str) -> None:
-    subprocess.run(
+def _run_sql(database_url: str, statement: str) -> str:
+    """What psql prints of `statement`'s result, unaligned and without headers."""
+    return subprocess.run(
         [
             str(postgres_bin_dir() / "psql"),
             "--no-psqlrc",
             "-v",
             "ON_ERROR_STOP=1",
-            "-qc",
+            "-qAtc",
             statement,
             database_url,
         ],
         check=True,
         capture_output=True,
-    )
+        text=True,
+    ).stdout.strip()
 
 
 def _drop(server_url: str, name: str) -> None:
