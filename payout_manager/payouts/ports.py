@@ -112,6 +112,10 @@ class UnitOfWork(Protocol):
 
 
 class Storage(Protocol):
+    def payout(self, payout_id: str) -> Payout | None:
+        """The payout as stored now, or None."""
+        ...
+
     def create(self, payout: Payout, event: PayoutEvent, batch: Batch, checked: Collection[int]) -> bool:
         """In one transaction: stores the new `payout`, holds `batch` in its plan and stores `event`.
 

@@ -75,7 +75,7 @@ class PayoutService:
         if not request.payout_id:
             request = replace(request, payout_id=self._new_id())
         else:
-            existing = self._storage.read(lambda unit: unit.payouts.get(request.payout_id))
+            existing = self._storage.payout(request.payout_id)
             if existing is not None:
                 return _replayed(existing, request)
 
@@ -112,7 +112,7 @@ class PayoutService:
         if self._storage.create(payout, event, _batch(payout.cash_flow), checked):
             return payout
         # A concurrent create with this id committed first: judge this call against it.
-        winner = self._storage.read(lambda unit: unit.payouts.get(payout.payout_id))
+        winner = self._storage.payout(payout.payout_id)
         assert winner is not None
         return _replayed(winner, request)
 
@@ -128,7 +128,7 @@ class PayoutService:
 
     def get(self, payout_id: str, caller: Caller) -> Payout:
         validation.check_payout_id(payout_id)
-        return self._storage.read(lambda unit: _visible(unit.payouts, payout_id, caller))
+        return self._visible_now(payout_id, caller)
 
     def event(self, payout_id: str, revision: int, caller: Caller) -> bytes:
         """The stored event `revision` of the payout: its snapshot is the payout at that revision."""
@@ -181,13 +181,20 @@ class PayoutService:
         token = listing.encode(Cursor(page[-1].created_at, page[-1].payout_id), where) if more else ""
         return Page(page, token)
 
+    def _visible_now(self, payout_id: str, caller: Caller) -> Payout:
+        """The payout as stored now, if `caller` may see it (as `_visible`)."""
+        payout = self._storage.payout(payout_id)
+        if payout is None or not caller.may_touch(payout.party_id):
+            raise _not_found(payout_id)
+        return payout
+
     def _change(self, payout_id: str, target: PayoutStatus, caller: Caller, details: str = "") -> Payout:
         validation.check_payout_id(payout_id)
         # Read, decide, then store the change if nothing changed the payout in between; else
         # read again. Each failed attempt means another change landed, and a payout changes at
         # most once per status, so this ends.
         for _ in range(len(PayoutStatus) + 1):
-            current = self._storage.read(lambda unit: _visible(unit.payouts, payout_id, caller))
+            current = self._visible_now(payout_id, caller)
             change = model.transition(
                 current, target, now=self._clock(), initiator=caller.identity, details=details
             )

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+import psycopg2.extensions
 from sqlalchemy import Connection, Row, bindparam, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
@@ -35,25 +37,40 @@ def _posting_from_json(data: dict[str, Any]) -> CashFlowPosting:
 
 
 def _payout(row: Row[Any]) -> Payout:
+    return _payout_of(row._mapping)
+
+
+def _payout_of(row: Mapping[Any, Any]) -> Payout:
     return Payout(
-        payout_id=row.payout_id,
-        party_id=row.party_id,
-        shop_id=row.shop_id,
-        status=PayoutStatus(row.status),
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        requested_amount=row.requested_amount,
-        requested_payout_tool_id=row.requested_payout_tool_id,
-        payout_tool_id=row.payout_tool_id,
-        amount=row.amount,
-        fee=row.fee,
-        currency=row.currency,
-        cash_flow=tuple(_posting_from_json(p) for p in row.cash_flow),
-        metadata=row.metadata,
-        created_by=row.created_by,
-        cancel_details=row.cancel_details,
-        revision=row.revision,
+        payout_id=row["payout_id"],
+        party_id=row["party_id"],
+        shop_id=row["shop_id"],
+        status=PayoutStatus(row["status"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        requested_amount=row["requested_amount"],
+        requested_payout_tool_id=row["requested_payout_tool_id"],
+        payout_tool_id=row["payout_tool_id"],
+        amount=row["amount"],
+        fee=row["fee"],
+        currency=row["currency"],
+        cash_flow=tuple(_posting_from_json(p) for p in row["cash_flow"]),
+        metadata=row["metadata"],
+        created_by=row["created_by"],
+        cancel_details=row["cancel_details"],
+        revision=row["revision"],
     )
+
+
+_COLUMNS = tuple(column.name for column in payout.c)
+_SELECT_ONE = f"SELECT {', '.join(_COLUMNS)} FROM payout WHERE payout_id = %s"  # noqa: S608 (column names)
+
+
+def fetch_payout(cursor: psycopg2.extensions.cursor, payout_id: str) -> Payout | None:
+    """The payout as stored now, read on a driver cursor (`Database.call`): one statement."""
+    cursor.execute(_SELECT_ONE, (payout_id,))
+    row = cursor.fetchone()
+    return None if row is None else _payout_of(dict(zip(_COLUMNS, row, strict=True)))
 
 
 # The statements of the hot paths, built once: each call then only binds its values.

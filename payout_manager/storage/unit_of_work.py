@@ -14,7 +14,7 @@ from payout_manager.payouts.ports import UnitOfWork
 from payout_manager.storage import procedures
 from payout_manager.storage.database import Database
 from payout_manager.storage.ledger import Ledger
-from payout_manager.storage.payouts import Payouts
+from payout_manager.storage.payouts import Payouts, fetch_payout
 
 T = TypeVar("T")
 
@@ -34,6 +34,9 @@ class SqlStorage:
 
     def __init__(self, database: Database) -> None:
         self._database = database
+
+    def payout(self, payout_id: str) -> Payout | None:
+        return self._database.call(lambda cursor: fetch_payout(cursor, payout_id))
 
     def create(self, payout: Payout, event: PayoutEvent, batch: Batch, checked: Collection[int]) -> bool:
         return self._database.call(

@@ -156,6 +156,9 @@ class MemoryStorage:
     def read(self, work: Callable[[UnitOfWork], T]) -> T:
         return work(self.unit)
 
+    def payout(self, payout_id: str) -> Payout | None:
+        return self.unit.payouts.get(payout_id)
+
     def create(self, payout: Payout, event: PayoutEvent, batch: Batch, checked: Collection[int]) -> bool:
         def store(unit: UnitOfWork) -> bool:
             if not unit.payouts.add(payout):
