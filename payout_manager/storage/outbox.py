@@ -5,9 +5,23 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, delete, select
+from sqlalchemy import Connection, bindparam, delete, select
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.types import BigInteger
 
 from payout_manager.storage.tables import payout_event, payout_event_outbox
+
+# Built once: the relay runs these for every batch, and building a statement costs more than
+# sending it. The rows to clear go as one array, so the statement is the same for any number.
+_PENDING = (
+    select(payout_event.c.id, payout_event.c.event_id, payout_event.c.payout_id, payout_event.c.payload)
+    .join(payout_event_outbox, payout_event_outbox.c.event_row_id == payout_event.c.id)
+    .order_by(payout_event_outbox.c.event_row_id)
+    .limit(bindparam("limit"))
+)
+_CLEAR = delete(payout_event_outbox).where(
+    payout_event_outbox.c.event_row_id == bindparam("ids", type_=ARRAY(BigInteger)).any_()
+)
 
 
 @dataclass(frozen=True)
@@ -32,21 +46,9 @@ class Outbox:
         change locks the payout row), so a payout's events here are always contiguous from its
         oldest unpublished one: never event n+1 without event n.
         """
-        rows = self._connection.execute(
-            select(
-                payout_event.c.id,
-                payout_event.c.event_id,
-                payout_event.c.payout_id,
-                payout_event.c.payload,
-            )
-            .join(payout_event_outbox, payout_event_outbox.c.event_row_id == payout_event.c.id)
-            .order_by(payout_event_outbox.c.event_row_id)
-            .limit(limit)
-        )
+        rows = self._connection.execute(_PENDING, {"limit": limit})
         return [PendingEvent(row.id, str(row.event_id), row.payout_id, bytes(row.payload)) for row in rows]
 
     def mark_published(self, row_ids: Collection[int]) -> None:
         if row_ids:
-            self._connection.execute(
-                delete(payout_event_outbox).where(payout_event_outbox.c.event_row_id.in_(list(row_ids)))
-            )
+            self._connection.execute(_CLEAR, {"ids": list(row_ids)})
