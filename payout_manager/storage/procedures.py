@@ -23,13 +23,18 @@ from payout_manager.storage.payouts import posting_to_json
 T = TypeVar("T")
 Cursor = psycopg2.extensions.cursor
 
+# Every argument cast to its parameter's type: a value past bigint is then PostgreSQL's 22003
+# (AMOUNT_OUT_OF_RANGE), not a call of a function that does not exist.
 _CREATE = (
-    "SELECT pm_create_payout(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb, %s,"
-    " %s, %s::bigint[], %s::bigint[], %s::bigint[], %s::text[], %s::text[], %s::bigint[], %s::uuid, %s)"
+    "SELECT pm_create_payout(%s::text, %s::text, %s::text, %s::text, %s::bigint, %s::timestamptz,"
+    " %s::bigint, %s::text, %s::text, %s::bigint, %s::bigint, %s::text, %s::jsonb, %s::jsonb, %s::text,"
+    " %s::text, %s::bigint[], %s::bigint[], %s::bigint[], %s::text[], %s::text[], %s::bigint[], %s::uuid,"
+    " %s::bytea)"
 )
 _CHANGE = (
-    "SELECT pm_change_payout(%s, %s, %s, %s, %s, %s, %s, %s,"
-    " %s::bigint[], %s::bigint[], %s::bigint[], %s::text[], %s::text[], %s::uuid, %s)"
+    "SELECT pm_change_payout(%s::text, %s::bigint, %s::text, %s::timestamptz, %s::text, %s::text,"
+    " %s::text, %s::text, %s::bigint[], %s::bigint[], %s::bigint[], %s::text[], %s::text[], %s::uuid,"
+    " %s::bytea)"
 )
 
 
