@@ -37,7 +37,7 @@ from pathlib import Path
 
 import grpc
 
-from benchmarks import chart, ghz, preload, replay, report
+from benchmarks import chart, ghz, plans, preload, replay, report
 from benchmarks.measure import Meter, Row, RssSamples
 from benchmarks.preload import Preloaded
 from benchmarks.profile import Profile
@@ -107,7 +107,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="N",
         help="after (a) on the fresh database, store N payouts of the past in bulk, then run everything",
     )
-    parser.add_argument("--read-in-flight", type=int, default=8, help="calls in flight in the reads")
+    parser.add_argument("--read-in-flight", type=int, default=2, help="calls in flight in the reads")
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -279,6 +279,14 @@ def _scenarios(
     for read, target in zip(reads, (LIST_P99_TARGET_MS, ACCOUNT_AT_P99_TARGET_MS), strict=True):
         p99 = read.calls[0].p99_ms
         print(f"  {read.name}: p99 {p99:.1f} ms, target <= {target:g} ms: {_verdict(p99 <= target)}")
+    _progress("the reads' plans")
+    party_id, shop_id = stack.shops[0].party_id, stack.shops[0].shop_id
+    read_plans = plans.read_plans(
+        stack.database_url, party_id, shop_id, PAGE_SIZE, stack.system_settlement(), at
+    )
+    for query, plan in read_plans.items():
+        print(f"  {query}'s SQL (for {party_id}/{shop_id}), EXPLAIN (ANALYZE, BUFFERS):")
+        print("\n".join(f"    {line}" for line in plan))
     if grown is not None:
         share = rows[1].rate / grown.fresh.rate
         print(

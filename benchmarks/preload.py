@@ -276,8 +276,10 @@ WHERE created_at < %(boundary)s;
 """
 
 # Each payout: its shop, amount and shape, drawn from its number, and the moment (microseconds
-# since the epoch) of each of its revisions: created in the period, each change after the last,
-# by at most MAX_DELAY and at most half-way to the period's end.
+# since the epoch) of each of its revisions: created in the period, in the order of the numbers
+# (payout n in the n-th of n equal parts of it, so that rows are stored in the order they were
+# made, as a live table's are), each change after the last, by at most MAX_DELAY and at most
+# half-way to the period's end.
 _PAYOUTS = """
 CREATE TEMP TABLE pl_payout ON COMMIT DROP AS
 SELECT d.n, %(prefix)s || lpad(d.n::text, %(digits)s, '0') AS payout_id, d.shop_no, d.amount_no,
@@ -285,7 +287,7 @@ SELECT d.n, %(prefix)s || lpad(d.n::text, %(digits)s, '0') AS payout_id, d.shop_
 FROM (
     SELECT n, pg_temp.pm_draw(n, 1, %(shops)s) AS shop_no, pg_temp.pm_draw(n, 2, %(amounts)s) AS amount_no,
            pg_temp.pm_draw(n, 3, 1000) AS bucket,
-           %(start)s + pg_temp.pm_draw(n, 4, %(end)s - %(start)s) AS t1
+           %(start)s + (n - 1) * %(step)s + pg_temp.pm_draw(n, 4, %(step)s) AS t1
     FROM generate_series(1, %(n)s) AS n
 ) d
 JOIN pl_shape s ON d.bucket >= s.low AND d.bucket < s.high
@@ -668,6 +670,7 @@ def preload(
                     "n": n,
                     "start": _micros(start),
                     "end": _micros(end),
+                    "step": max(1, (end - start) // _MICROSECOND // n),
                     "delay": MAX_DELAY // _MICROSECOND,
                 },
             )
