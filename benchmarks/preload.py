@@ -50,6 +50,7 @@ from payout_manager.payouts.cash_flow import settlement_accounts, sum_payout
 from payout_manager.payouts.model import Accounting, Payout, PayoutEvent, PayoutStatus
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2 as pb
 from payout_manager.storage.database import Database, create_database_engine
+from payout_manager.storage.ledger import Ledger
 from payout_manager.storage.payouts import Payouts, posting_to_json
 from payout_manager.storage.tables import metadata
 
@@ -288,7 +289,7 @@ FROM (
     SELECT n, pg_temp.pm_draw(n, 1, %(shops)s) AS shop_no, pg_temp.pm_draw(n, 2, %(amounts)s) AS amount_no,
            pg_temp.pm_draw(n, 3, 1000) AS bucket,
            %(start)s + (n - 1) * %(step)s + pg_temp.pm_draw(n, 4, %(step)s) AS t1
-    FROM generate_series(1, %(n)s) AS n
+    FROM generate_series(1, %(n)s::bigint) AS n
 ) d
 JOIN pl_shape s ON d.bucket >= s.low AND d.bucket < s.high
 CROSS JOIN LATERAL (SELECT t1 + least(1 + pg_temp.pm_draw(n, 5, %(delay)s), (%(end)s - t1) / 2) AS t2) a
@@ -749,6 +750,15 @@ _OVERDRAWN = text(
     """
 )
 
+# An account's own amount at a moment from its plans: the nets of those committed by then.
+_COMMITTED_BY = text(
+    """
+    SELECT coalesce(sum(n.net), 0) AS own FROM posting_plan_account n
+    JOIN posting_plan p ON p.id = n.plan_id
+    WHERE n.account_id = :id AND p.status = 'COMMITTED' AND p.updated_at <= :at
+    """
+)
+
 
 def check_sample(
     database_url: str, config_path: Path, preloaded: Preloaded, count: int = SAMPLE
@@ -759,7 +769,9 @@ def check_sample(
       through the model: every stored event must be, byte for byte, what the codec makes of the
       replayed event, and the last must leave the payout as stored;
     - the balance history must end, for every slot, at the slot's balance;
-    - no settlement account's history may go below zero.
+    - no settlement account's history may go below zero;
+    - the shared fee account's balance in the middle of the period, as the ledger reads it from
+      the history, must be what its plans committed by then.
     """
     digits = len(str(preloaded.payouts))
     step = max(1, preloaded.payouts // count)
@@ -768,6 +780,8 @@ def check_sample(
     settlement = [
         shop.accounts.settlement for party in config.parties.values() for shop in party.shops.values()
     ]
+    fee_account = config.system_accounts[CURRENCY].settlement
+    middle = preloaded.start + (preloaded.end - preloaded.start) / 2
 
     def check(connection: Connection) -> list[str]:
         problems = [problem for payout_id in ids for problem in _replayed(Payouts(connection), payout_id)]
@@ -779,6 +793,13 @@ def check_sample(
             f"settlement account {row.account_id} slot {row.slot} was overdrawn at {row.at.isoformat()}"
             for row in connection.execute(_OVERDRAWN, {"ids": settlement})
         ]
+        past = Ledger(connection).get_account(fee_account, middle).own_amount
+        committed = int(connection.execute(_COMMITTED_BY, {"id": fee_account, "at": middle}).scalar_one())
+        if past != committed:
+            problems.append(
+                f"the fee account {fee_account} held {past} at {middle.isoformat()} by its history,"
+                f" but its plans committed {committed} by then"
+            )
         return problems
 
     database = Database(create_database_engine(database_url, pool_size=1))
