@@ -171,6 +171,7 @@ def _preloaded(bench: Bench, stack: Running, args: argparse.Namespace) -> _Grown
         f"(a) create, {SHOPS} shops, fresh",
         lambda name: create_over_shops(bench, name, in_flight=n, seconds=seconds),
     )
+    _print_plans(stack, datetime.now(UTC))
     _progress(f"preloading {args.preload} payouts")
     shops = [(shop.party_id, shop.shop_id) for shop in stack.shops]
     done = preload.preload(stack.database_url, stack.party_config, shops, args.preload)
@@ -189,7 +190,7 @@ def _preload_lines(done: Preloaded, problems: list[str]) -> list[str]:
     lines = [
         f"\npreload: {done.payouts} payouts in {done.load_seconds:.1f} s"
         f" ({done.payouts / done.load_seconds:.0f} payouts/s),"
-        f" then VACUUM ANALYZE {done.vacuum_seconds:.1f} s",
+        f" then VACUUM ANALYZE {done.vacuum_seconds:.1f} s, CHECKPOINT {done.checkpoint_seconds:.1f} s",
         f"  in SQL, not through the API; created {done.start:%Y-%m-%d %H:%M} to {done.end:%Y-%m-%d %H:%M} UTC"
         f" ({preload.PERIOD.days} days up to the run's first payout), over {SHOPS} shops",
         f"  statuses: {statuses}",
@@ -279,14 +280,7 @@ def _scenarios(
     for read, target in zip(reads, (LIST_P99_TARGET_MS, ACCOUNT_AT_P99_TARGET_MS), strict=True):
         p99 = read.calls[0].p99_ms
         print(f"  {read.name}: p99 {p99:.1f} ms, target <= {target:g} ms: {_verdict(p99 <= target)}")
-    _progress("the reads' plans")
-    party_id, shop_id = stack.shops[0].party_id, stack.shops[0].shop_id
-    read_plans = plans.read_plans(
-        stack.database_url, party_id, shop_id, PAGE_SIZE, stack.system_settlement(), at
-    )
-    for query, plan in read_plans.items():
-        print(f"  {query}'s SQL (for {party_id}/{shop_id}), EXPLAIN (ANALYZE, BUFFERS):")
-        print("\n".join(f"    {line}" for line in plan))
+    _print_plans(stack, at)
     if grown is not None:
         share = rows[1].rate / grown.fresh.rate
         print(
@@ -295,6 +289,21 @@ def _scenarios(
             f" {_verdict(share >= PRELOADED_SHARE_TARGET)}"
         )
     return rows, reads
+
+
+def _print_plans(stack: Running, at: datetime) -> None:
+    """EXPLAIN (ANALYZE, BUFFERS) of the reads' SQL: one shop's first page, the fee account at `at`."""
+    _progress("the reads' plans")
+    party_id, shop_id = stack.shops[0].party_id, stack.shops[0].shop_id
+    account_id = stack.system_settlement()
+    found = plans.read_plans(stack.database_url, party_id, shop_id, PAGE_SIZE, account_id, at)
+    what = {
+        "ListPayouts": f"{party_id}/{shop_id}, the first page",
+        "GetAccount at": f"account {account_id} at {at:%Y-%m-%d %H:%M:%S} UTC",
+    }
+    for query, plan in found.items():
+        print(f"  {query}'s SQL ({what[query]}), EXPLAIN (ANALYZE, BUFFERS):")
+        print("\n".join(f"    {line}" for line in plan))
 
 
 def _verdict(reached: bool) -> str:

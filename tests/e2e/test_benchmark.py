@@ -60,7 +60,9 @@ def test_quick_benchmark_prints_every_row_the_limits_and_healthy_books(tmp_path:
     assert re.search(r"^machine: .*CPUs", output, re.MULTILINE)
     assert "fsync=on, synchronous_commit=on" in output
     # The preload: stored, its events history (not published), its tables' sizes, read back.
-    assert re.search(r"^preload: 2000 payouts in \d+\.\d s .*, then VACUUM ANALYZE", output, re.MULTILINE)
+    assert re.search(
+        r"^preload: 2000 payouts in \d+\.\d s .*, then VACUUM ANALYZE .*, CHECKPOINT", output, re.MULTILINE
+    )
     assert re.search(
         r"^  history, not published: ids 'preload-\.\.\.', \d+ events .* none in the outbox",
         output,
@@ -80,6 +82,12 @@ def test_quick_benchmark_prints_every_row_the_limits_and_healthy_books(tmp_path:
             output,
             re.MULTILINE,
         ), output
+    for query in ("ListPayouts", "GetAccount at"):
+        # On the fresh database and on the grown one.
+        assert (
+            len(re.findall(rf"^  {query}'s SQL .*, EXPLAIN \(ANALYZE, BUFFERS\):$", output, re.MULTILINE))
+            == 2
+        )
     grown = re.search(
         rf"^  \(a\) on the grown database: ({NUMBER}) payouts/s; on the fresh one: ({NUMBER});",
         output,
