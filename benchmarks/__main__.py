@@ -10,10 +10,16 @@ a JDK is present, the reference PartyManagement server with 1000 funded shops an
   (a) CreatePayout over 1000 shops;  (b) create, then confirm every payout created;
   (c) CreatePayout on one hot shop;  a sweep of (a) over calls in flight, drawn as a chart;
   a soak of (a) watching each worker's memory;
+  the reads: ListPayouts of one shop (a page of 100) and Accounter.GetAccount of the shared fee
+  account at a past moment;
   the limit: the SQL of one CreatePayout replayed by pgbench against the same PostgreSQL, with
   and without the shared fee account, and (a)'s throughput as a share of each;
   security: (a) on a second serve behind mutual TLS and an access policy, against (a) in
   plaintext without one, in turns.
+
+With --preload N, (a) runs first on the fresh database; then N payouts of the past are stored in
+bulk (benchmarks/preload.py) and everything runs on the grown database, (a) compared with the
+fresh one.
 
 At the end it checks the books and the topic. It exits non-zero when a call failed or the books
 do not hold.
@@ -25,17 +31,27 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
 
-from benchmarks import chart, ghz, replay, report
+from benchmarks import chart, ghz, plans, preload, replay, report
 from benchmarks.measure import Meter, Row, RssSamples
+from benchmarks.preload import Preloaded
 from benchmarks.profile import Profile
-from benchmarks.scenarios import Bench, create_over_shops, create_then_confirm, hot_shop
+from benchmarks.scenarios import (
+    PAGE_SIZE,
+    Bench,
+    create_over_shops,
+    create_then_confirm,
+    get_account_at,
+    hot_shop,
+    list_payouts,
+)
 from benchmarks.stack import Running, running
-from benchmarks.topic import TopicReader, stored_events, topic_problems
+from benchmarks.topic import NO_HISTORY, TopicReader, stored_events, topic_problems
 from local_stack.kafka import KAFKA_VERSION
 from payout_manager.storage.audit import audit_books
 
@@ -50,9 +66,15 @@ QUICK = {
     "sweep": [1, 8, 32],
     "sweep_seconds": 2.0,
     "profile": None,
+    "preload": 2000,
 }
 RSS_LIMIT_MB = 200.0
 RSS_GROWTH_LIMIT_MB = 10.0
+# The reads' targets: p99 in ms, and (a) on the preloaded database as a share of (a) on a fresh one.
+LIST_P99_TARGET_MS = 20.0
+ACCOUNT_AT_P99_TARGET_MS = 10.0
+PRELOADED_SHARE_TARGET = 0.90
+MEGABYTE = 1024 * 1024
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -78,6 +100,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=DEFAULT_PROFILE,
         help=f"a py-spy flame graph of worker 1 over the soak's first {PROFILE_SECONDS:g} s (SVG)",
     )
+    parser.add_argument(
+        "--preload",
+        type=int,
+        default=0,
+        metavar="N",
+        help="after (a) on the fresh database, store N payouts of the past in bulk, then run everything",
+    )
+    parser.add_argument("--read-in-flight", type=int, default=2, help="calls in flight in the reads")
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -105,15 +135,79 @@ def main(argv: Sequence[str] | None = None) -> int:
         protoset = ghz.write_protoset(stack.directory / "payout_manager.protoset")
         bench = Bench(ghz.Target(stack.address, protoset, args.workers), Meter(stack, topic), SHOPS)
         print("\n".join(report.header(stack.database_url, _versions(stack), _settings(args))))
-        rows = _scenarios(bench, args)
+        grown = _preloaded(bench, stack, args) if args.preload else None
+        rows, reads = _scenarios(bench, stack, args, grown)
         security = _security(bench, stack, args)
         sweep = _sweep(bench, args)
         soak = _soak(bench, args)
         _limits(stack, rows[1], args)
-        problems = _books(stack, topic)
+        problems = (grown.problems if grown else []) + _books(
+            stack, topic, grown.preloaded if grown else None
+        )
         print(f"chart: {chart.draw(sweep, args.chart, workers=args.workers, shops=SHOPS)}")
-    failed = _errors([*rows, *security, *sweep, soak])
+    fresh = [grown.fresh] if grown else []
+    failed = _errors([*fresh, *rows, *reads, *security, *sweep, soak])
     return 1 if failed or problems else 0
+
+
+@dataclass(frozen=True)
+class _Grown:
+    """(a) on the fresh database, then the preload, and what its check found."""
+
+    fresh: Row
+    preloaded: Preloaded
+    problems: list[str]
+
+
+def _preloaded(bench: Bench, stack: Running, args: argparse.Namespace) -> _Grown:
+    n, seconds = args.in_flight, args.seconds
+    print(f"\nfresh database: (a) before the preload, {n} calls in flight, {seconds:g} s")
+    print(report.table_header())
+    _printed(
+        "warm-up (a), not measured",
+        lambda name: create_over_shops(bench, name, in_flight=n, seconds=args.warmup),
+    )
+    fresh = _printed(
+        f"(a) create, {SHOPS} shops, fresh",
+        lambda name: create_over_shops(bench, name, in_flight=n, seconds=seconds),
+    )
+    _print_plans(stack, datetime.now(UTC))
+    _progress(f"preloading {args.preload} payouts")
+    shops = [(shop.party_id, shop.shop_id) for shop in stack.shops]
+    done = preload.preload(stack.database_url, stack.party_config, shops, args.preload)
+    bench.meter.history = done.events
+    _progress("checking the preloaded payouts")
+    problems = preload.check_sample(stack.database_url, stack.party_config, done)
+    print("\n".join(_preload_lines(done, problems)))
+    return _Grown(fresh, done, problems)
+
+
+def _preload_lines(done: Preloaded, problems: list[str]) -> list[str]:
+    statuses = ", ".join(f"{status} {count}" for status, count in sorted(done.statuses.items()))
+    sizes = ", ".join(f"{table} {size / MEGABYTE:.0f}" for table, size in done.sizes.items())
+    steps = ", ".join(f"{step} {seconds:.1f}" for step, seconds in done.steps.items())
+    first, last = done.events
+    lines = [
+        f"\npreload: {done.payouts} payouts in {done.load_seconds:.1f} s"
+        f" ({done.payouts / done.load_seconds:.0f} payouts/s),"
+        f" then VACUUM ANALYZE {done.vacuum_seconds:.1f} s, CHECKPOINT {done.checkpoint_seconds:.1f} s",
+        f"  in SQL, not through the API; created {done.start:%Y-%m-%d %H:%M} to {done.end:%Y-%m-%d %H:%M} UTC"
+        f" ({preload.PERIOD.days} days up to the run's first payout), over {SHOPS} shops",
+        f"  statuses: {statuses}",
+        f"  history, not published: ids '{preload.PREFIX}...', {done.event_count} events"
+        f" (rows {first}..{last}), none in the outbox, left out of the topic audit",
+        f"  seconds per step: {steps}",
+        f"  table sizes, MB with indexes: {sizes}; total {sum(done.sizes.values()) / MEGABYTE:.0f}",
+    ]
+    if problems:
+        lines.append(f"  read back: {len(problems)} PROBLEMS")
+        lines += [f"    {problem}" for problem in problems]
+    else:
+        lines.append(
+            f"  read back: OK: {preload.SAMPLE} payouts replayed through the model, every event as the"
+            " codec makes it; every slot's history ends at its balance; no settlement account overdrawn"
+        )
+    return lines
 
 
 def _versions(stack: Running) -> dict[str, str]:
@@ -129,12 +223,21 @@ def _settings(args: argparse.Namespace) -> dict[str, str]:
         "warm-up": f"{args.warmup:g} s",
         "soak": f"{args.soak_seconds:g} s",
         "shops": f"{SHOPS} + 1 hot",
+        "reads in flight": str(args.read_in_flight),
+        "preload": f"{args.preload} payouts" if args.preload else "none",
     }
 
 
-def _scenarios(bench: Bench, args: argparse.Namespace) -> list[Row]:
+def _scenarios(
+    bench: Bench, stack: Running, args: argparse.Namespace, grown: _Grown | None
+) -> tuple[list[Row], list[Row]]:
+    """The scenarios, warm-up and (a) first; and the reads."""
     n, seconds = args.in_flight, args.seconds
-    print(f"\nscenarios: {n} calls in flight, {seconds:g} s each")
+    where = f"the database grown by {args.preload} payouts" if grown else "the database the run made"
+    print(
+        f"\nscenarios on {where}: {n} calls in flight"
+        f" ({args.read_in_flight} in the reads), {seconds:g} s each"
+    )
     print(report.table_header())
     rows = [
         _printed(
@@ -145,6 +248,25 @@ def _scenarios(bench: Bench, args: argparse.Namespace) -> list[Row]:
             f"(a) create, {SHOPS} shops",
             lambda name: create_over_shops(bench, name, in_flight=n, seconds=seconds),
         ),
+    ]
+    # A moment inside the preloaded period, else one in the run so far.
+    if grown is not None:
+        at = grown.preloaded.start + (grown.preloaded.end - grown.preloaded.start) / 2
+    else:
+        at = datetime.now(UTC)
+    reads = [
+        _printed(
+            f"ListPayouts, 1 shop, {PAGE_SIZE}",
+            lambda name: list_payouts(bench, name, in_flight=args.read_in_flight, seconds=seconds),
+        ),
+        _printed(
+            "GetAccount at, fee account",
+            lambda name: get_account_at(
+                bench, name, stack.system_settlement(), at, in_flight=args.read_in_flight, seconds=seconds
+            ),
+        ),
+    ]
+    rows += [
         _printed(
             "(b) create then confirm",
             lambda name: create_then_confirm(bench, name, in_flight=n, seconds=seconds),
@@ -154,7 +276,38 @@ def _scenarios(bench: Bench, args: argparse.Namespace) -> list[Row]:
         ),
     ]
     print(report.NOTES)
-    return rows
+    print(f"reads (GetAccount at {at:%Y-%m-%d %H:%M:%S} UTC):")
+    for read, target in zip(reads, (LIST_P99_TARGET_MS, ACCOUNT_AT_P99_TARGET_MS), strict=True):
+        p99 = read.calls[0].p99_ms
+        print(f"  {read.name}: p99 {p99:.1f} ms, target <= {target:g} ms: {_verdict(p99 <= target)}")
+    _print_plans(stack, at)
+    if grown is not None:
+        share = rows[1].rate / grown.fresh.rate
+        print(
+            f"  (a) on the grown database: {rows[1].rate:.1f} payouts/s; on the fresh one:"
+            f" {grown.fresh.rate:.1f}; {share:.3f} of it, target >= {PRELOADED_SHARE_TARGET:g}:"
+            f" {_verdict(share >= PRELOADED_SHARE_TARGET)}"
+        )
+    return rows, reads
+
+
+def _print_plans(stack: Running, at: datetime) -> None:
+    """EXPLAIN (ANALYZE, BUFFERS) of the reads' SQL: one shop's first page, the fee account at `at`."""
+    _progress("the reads' plans")
+    party_id, shop_id = stack.shops[0].party_id, stack.shops[0].shop_id
+    account_id = stack.system_settlement()
+    found = plans.read_plans(stack.database_url, party_id, shop_id, PAGE_SIZE, account_id, at)
+    what = {
+        "ListPayouts": f"{party_id}/{shop_id}, the first page",
+        "GetAccount at": f"account {account_id} at {at:%Y-%m-%d %H:%M:%S} UTC",
+    }
+    for query, plan in found.items():
+        print(f"  {query}'s SQL ({what[query]}), EXPLAIN (ANALYZE, BUFFERS):")
+        print("\n".join(f"    {line}" for line in plan))
+
+
+def _verdict(reached: bool) -> str:
+    return "reached" if reached else "NOT REACHED"
 
 
 def _security(bench: Bench, stack: Running, args: argparse.Namespace) -> list[Row]:
@@ -232,16 +385,21 @@ def _limits(stack: Running, a: Row, args: argparse.Namespace) -> None:
         print(f"  {label:28} {tps:9.1f} tx/s;  (a) {a.rate:.1f} payouts/s is {a.rate / tps:.3f} of it")
 
 
-def _books(stack: Running, topic: TopicReader | None) -> list[str]:
+def _books(stack: Running, topic: TopicReader | None, preloaded: Preloaded | None) -> list[str]:
     _progress("checking the books and the topic")
     problems = audit_books(stack.database_url)
     checked = "the ledger and every payout's plans and events"
+    if preloaded is not None:
+        checked += f" (the {preloaded.payouts} preloaded too)"
     if topic is None:
         checked += " (no Kafka: the topic is not checked)"
     else:
-        stored = stored_events(stack.database_url)
+        history = preloaded.events if preloaded else NO_HISTORY
+        stored = stored_events(stack.database_url, history)
         problems += topic_problems(stored, topic.deliveries())
         checked += f", and the topic: {len(stored)} events, each published once, in order"
+        if preloaded is not None:
+            checked += f" (the {preloaded.event_count} preloaded events are history: not published)"
     print(f"\nbooks: OK: {checked}" if not problems else f"\nbooks: {len(problems)} PROBLEMS")
     for problem in problems:
         print(f"  {problem}")

@@ -18,9 +18,11 @@ from typing import Any
 from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor import FileDescriptor
 
+from payout_manager.proto.accounter.v1 import accounter_pb2
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2
 
 SERVICE = "payout_manager.v1.PayoutManagement"
+ACCOUNTER = "accounter.v1.Accounter"
 LOCAL_GHZ = Path(__file__).resolve().parent.parent / ".tools" / "bin" / "ghz"
 NANOSECONDS = 1e9
 
@@ -53,7 +55,7 @@ def ghz_version() -> str:
 
 
 def write_protoset(path: Path) -> Path:
-    """Writes the service's file and every file it imports as one FileDescriptorSet."""
+    """Writes the services' files and every file they import as one FileDescriptorSet."""
     files: dict[str, FileDescriptor] = {}
 
     def add(file: FileDescriptor) -> None:
@@ -64,6 +66,7 @@ def write_protoset(path: Path) -> Path:
         files[file.name] = file
 
     add(payout_manager_pb2.DESCRIPTOR)
+    add(accounter_pb2.DESCRIPTOR)
     descriptor_set = descriptor_pb2.FileDescriptorSet()
     for file in files.values():  # dependencies first, as protoc writes them
         file.CopyToProto(descriptor_set.file.add())
@@ -113,8 +116,9 @@ def run(
     in_flight: int,
     seconds: float | None = None,
     total: int | None = None,
+    service: str = SERVICE,
 ) -> Calls:
-    """Calls `method` with `in_flight` calls at a time, for `seconds` or `total` calls.
+    """Calls `service`'s `method` with `in_flight` calls at a time, for `seconds` or `total` calls.
 
     `data` is the request as JSON; its strings may use ghz's templates ({{.RequestNumber}}).
     """
@@ -127,7 +131,7 @@ def run(
         "--protoset",
         str(target.protoset),
         "--call",
-        f"{SERVICE}/{method}",
+        f"{service}/{method}",
         "-d",
         json.dumps(data),
         "-c",

@@ -8,12 +8,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import psycopg2
-
 from benchmarks import processes
 from benchmarks.ghz import Calls
 from benchmarks.stack import Running
-from benchmarks.topic import TopicReader, delays_ms
+from benchmarks.topic import NO_HISTORY, EventRows, TopicReader, delays_ms, published_count
 
 MACHINE = "machine"
 # How long the relay may take to publish what a window created before the run gives up on it.
@@ -62,6 +60,8 @@ class Meter:
     def __init__(self, stack: Running, topic: TopicReader | None) -> None:
         self.stack = stack
         self.topic = topic
+        # Events stored as history (preloaded): never published, so never waited for.
+        self.history: EventRows = NO_HISTORY
         postmaster = (stack.postgres.data_dir / "postmaster.pid").read_text().split()[0]
         # Both serve processes, when the stack has a secured one: the idle one costs nothing.
         serves = [stack.serve.pid] + ([stack.secured.serve.pid] if stack.secured else [])
@@ -82,12 +82,10 @@ class Meter:
         return processes.workers(self.stack.serve.pid)
 
     def drain(self) -> None:
-        """Waits until the topic has every event stored so far."""
+        """Waits until the topic has every event stored so far, but the history (preloaded) ones."""
         if self.topic is None:
             return
-        with psycopg2.connect(self.stack.database_url) as connection, connection.cursor() as cursor:
-            cursor.execute("SELECT count(*) FROM payout_event")
-            (stored,) = cursor.fetchone() or (0,)
+        stored = published_count(self.stack.database_url, self.history)
         if not self.topic.wait_for(stored, DRAIN_TIMEOUT):
             raise TimeoutError(f"the topic did not get all {stored} stored events within {DRAIN_TIMEOUT} s")
 

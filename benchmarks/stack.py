@@ -70,7 +70,13 @@ class Running:
     directory: Path
     postgres: LocalPostgres
     party_management: subprocess.Popen[bytes]
+    # PartyManagement's config: every shop's accounts and terms, and the system accounts.
+    party_config: Path
     secured: Secured | None = None
+
+    def system_settlement(self) -> int:
+        """The one shared system settlement account that every payout's fee goes to."""
+        return int(json.loads(self.party_config.read_text())["system_accounts"][CURRENCY]["settlement"])
 
 
 def _party_config(database_url: str, shops: list[Shop]) -> dict[str, Any]:
@@ -204,16 +210,17 @@ def _started(
             second = _secured_serve(directory, env, workers)
             stack.callback(_stop, second.serve)
         yield Running(
-            address,
-            database_url,
-            bootstrap_servers,
-            topic,
-            created,
-            serve,
-            directory,
-            postgres,
-            party,
-            second,
+            address=address,
+            database_url=database_url,
+            bootstrap_servers=bootstrap_servers,
+            topic=topic,
+            shops=created,
+            serve=serve,
+            directory=directory,
+            postgres=postgres,
+            party_management=party,
+            party_config=config_path,
+            secured=second,
         )
 
 

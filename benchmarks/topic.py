@@ -97,11 +97,32 @@ def delays_ms(deliveries: Iterable[Delivery], since: float, until: float) -> lis
     return [(d.arrived - d.created_at) * 1000 for d in deliveries if since <= d.created_at <= until]
 
 
-def stored_events(database_url: str) -> list[tuple[str, int, str]]:
-    """(payout_id, sequence_id, event_id) of every event in the database."""
+# The row ids of events that are history, never published (preloaded): first, last (inclusive).
+EventRows = tuple[int, int]
+NO_HISTORY: EventRows = (0, -1)
+
+
+def stored_events(database_url: str, history: EventRows = NO_HISTORY) -> list[tuple[str, int, str]]:
+    """(payout_id, sequence_id, event_id) of every event in the database but the `history` rows."""
     with psycopg2.connect(database_url) as connection, connection.cursor() as cursor:
-        cursor.execute("SELECT payout_id, sequence_id, event_id::text FROM payout_event")
+        cursor.execute(
+            "SELECT payout_id, sequence_id, event_id::text FROM payout_event WHERE id < %s"
+            " UNION ALL SELECT payout_id, sequence_id, event_id::text FROM payout_event WHERE id > %s",
+            history,
+        )
         return [(payout_id, int(sequence_id), event_id) for payout_id, sequence_id, event_id in cursor]
+
+
+def published_count(database_url: str, history: EventRows = NO_HISTORY) -> int:
+    """How many stored events are to be published: all but the `history` rows."""
+    with psycopg2.connect(database_url) as connection, connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT (SELECT count(*) FROM payout_event WHERE id < %s)"
+            " + (SELECT count(*) FROM payout_event WHERE id > %s)",
+            history,
+        )
+        (count,) = cursor.fetchone() or (0,)
+        return int(count)
 
 
 def topic_problems(stored: Iterable[tuple[str, int, str]], deliveries: list[Delivery]) -> list[str]:

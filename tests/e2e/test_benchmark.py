@@ -1,4 +1,5 @@
-"""The benchmark harness, `python -m benchmarks --quick`: the whole run, a few seconds of each part.
+"""The benchmark harness, `python -m benchmarks --quick`: the whole run, a few seconds of each part,
+on a database grown by a small preload (2000 payouts stored in bulk).
 
 It starts its own stack (durable PostgreSQL, Kafka when a JDK is present, PartyManagement, serve),
 so this test needs nothing from the other fixtures; only ghz, which `make tools` installs.
@@ -24,7 +25,14 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 NUMBER = r"\d+\.\d+"
 # payouts/s, then p50 and p99 (create/confirm for (b)), five CPU figures, RSS per worker.
 ROW = rf"\s+(?P<rate>{NUMBER})\s+(?P<p50>[\d./]+)\s+(?P<p99>[\d./]+)(\s+-?{NUMBER}){{5}}\s+[\d/]+"
-SCENARIOS = ("(a) create, 1000 shops", "(b) create then confirm", "(c) create, one hot shop")
+SCENARIOS = (
+    "(a) create, 1000 shops, fresh",
+    "(a) create, 1000 shops",
+    "ListPayouts, 1 shop, 100",
+    "GetAccount at, fee account",
+    "(b) create then confirm",
+    "(c) create, one hot shop",
+)
 
 
 @pytest.fixture(scope="module")
@@ -51,10 +59,41 @@ def test_quick_benchmark_prints_every_row_the_limits_and_healthy_books(tmp_path:
 
     assert re.search(r"^machine: .*CPUs", output, re.MULTILINE)
     assert "fsync=on, synchronous_commit=on" in output
+    # The preload: stored, its events history (not published), its tables' sizes, read back.
+    assert re.search(
+        r"^preload: 2000 payouts in \d+\.\d s .*, then VACUUM ANALYZE .*, CHECKPOINT", output, re.MULTILINE
+    )
+    assert re.search(
+        r"^  history, not published: ids 'preload-\.\.\.', \d+ events .* none in the outbox",
+        output,
+        re.MULTILINE,
+    )
+    assert re.search(
+        r"^  table sizes, MB with indexes: .*payout_event \d+.*; total \d+$", output, re.MULTILINE
+    )
+    assert "  read back: OK: 50 payouts replayed through the model" in output
     for scenario in SCENARIOS:
         row = re.search(rf"^{re.escape(scenario)}{ROW}", output, re.MULTILINE)
         assert row, f"no row of numbers for {scenario}:\n{output}"
         assert float(row["rate"]) > 0
+    for read, target in (("ListPayouts, 1 shop, 100", 20), ("GetAccount at, fee account", 10)):
+        assert re.search(
+            rf"^  {re.escape(read)}: p99 {NUMBER} ms, target <= {target} ms: (reached|NOT REACHED)$",
+            output,
+            re.MULTILINE,
+        ), output
+    for query in ("ListPayouts", "GetAccount at"):
+        # On the fresh database and on the grown one.
+        assert (
+            len(re.findall(rf"^  {query}'s SQL .*, EXPLAIN \(ANALYZE, BUFFERS\):$", output, re.MULTILINE))
+            == 2
+        )
+    grown = re.search(
+        rf"^  \(a\) on the grown database: ({NUMBER}) payouts/s; on the fresh one: ({NUMBER});",
+        output,
+        re.MULTILINE,
+    )
+    assert grown and float(grown[1]) > 0 and float(grown[2]) > 0, output
     assert re.search(rf"^\(b\) create then confirm\s+{NUMBER}\s+{NUMBER}/{NUMBER}\s", output, re.MULTILINE)
     for kind in ("plaintext, no policy", "mutual TLS + policy"):
         for turn in (1, 2):
@@ -74,6 +113,11 @@ def test_quick_benchmark_prints_every_row_the_limits_and_healthy_books(tmp_path:
     )
     assert len(ratios) == 2 and all(float(ratio) > 0 for ratio in ratios), output
     assert re.search(r"^worker 1: peak RSS \d+ MB, growth [-+]\d+\.\d MB", output, re.MULTILINE)
-    assert "\nbooks: OK" in output
+    books = re.search(r"^books: OK: .*\(the 2000 preloaded too\)(?P<topic>.*)$", output, re.MULTILINE)
+    assert books, output
+    if java_available():
+        assert re.search(
+            r"the topic: \d+ events, each published once, in order \(the \d+ preloaded", books["topic"]
+        ), output
     assert "ERRORS" not in output
     assert chart.read_bytes().startswith(PNG_SIGNATURE)
