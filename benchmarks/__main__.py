@@ -74,6 +74,14 @@ RSS_GROWTH_LIMIT_MB = 10.0
 LIST_P99_TARGET_MS = 20.0
 ACCOUNT_AT_P99_TARGET_MS = 10.0
 PRELOADED_SHARE_TARGET = 0.90
+# The write path's targets (issue 13): (a)'s payouts/s and p99 ms, (b)'s payouts/s, (c) as a share
+# of (a), and serve's and PostgreSQL's CPU ms per payout in (a).
+A_RATE_TARGET = 660.0
+A_P99_TARGET_MS = 80.0
+B_RATE_TARGET = 330.0
+C_SHARE_TARGET = 0.5
+SERVE_CPU_TARGET_MS = 1.0
+POSTGRES_CPU_TARGET_MS = 1.2
 MEGABYTE = 1024 * 1024
 
 
@@ -276,6 +284,7 @@ def _scenarios(
         ),
     ]
     print(report.NOTES)
+    _print_write_targets(*rows[1:])
     print(f"reads (GetAccount at {at:%Y-%m-%d %H:%M:%S} UTC):")
     for read, target in zip(reads, (LIST_P99_TARGET_MS, ACCOUNT_AT_P99_TARGET_MS), strict=True):
         p99 = read.calls[0].p99_ms
@@ -289,6 +298,30 @@ def _scenarios(
             f" {_verdict(share >= PRELOADED_SHARE_TARGET)}"
         )
     return rows, reads
+
+
+def _print_write_targets(a: Row, b: Row, c: Row) -> None:
+    serve, postgres = a.cpu_per_thousand("serve"), a.cpu_per_thousand("PostgreSQL")
+    p99 = a.calls[0].p99_ms
+    checks = [
+        (f"(a) {a.rate:.1f} payouts/s", f">= {A_RATE_TARGET:g}", a.rate >= A_RATE_TARGET),
+        (f"(a) p99 {p99:.1f} ms", f"<= {A_P99_TARGET_MS:g} ms", p99 <= A_P99_TARGET_MS),
+        (f"(b) {b.rate:.1f} payouts/s", f">= {B_RATE_TARGET:g}", b.rate >= B_RATE_TARGET),
+        (f"(c) / (a) {c.rate / a.rate:.3f}", f">= {C_SHARE_TARGET:g}", c.rate / a.rate >= C_SHARE_TARGET),
+        (
+            f"serve CPU {serve:.2f} ms per payout in (a)",
+            f"<= {SERVE_CPU_TARGET_MS:g}",
+            serve <= SERVE_CPU_TARGET_MS,
+        ),
+        (
+            f"PostgreSQL CPU {postgres:.2f} ms per payout in (a)",
+            f"<= {POSTGRES_CPU_TARGET_MS:g}",
+            postgres <= POSTGRES_CPU_TARGET_MS,
+        ),
+    ]
+    print("targets:")
+    for figure, target, met in checks:
+        print(f"  {figure}, target {target}: {_verdict(met)}")
 
 
 def _print_plans(stack: Running, at: datetime) -> None:

@@ -76,6 +76,18 @@ def test_quick_benchmark_prints_every_row_the_limits_and_healthy_books(tmp_path:
         row = re.search(rf"^{re.escape(scenario)}{ROW}", output, re.MULTILINE)
         assert row, f"no row of numbers for {scenario}:\n{output}"
         assert float(row["rate"]) > 0
+    # The write path's targets, each with its figure and a verdict.
+    for figure, bound in (
+        (rf"\(a\) {NUMBER} payouts/s", ">= 660"),
+        (rf"\(a\) p99 {NUMBER} ms", "<= 80 ms"),
+        (rf"\(b\) {NUMBER} payouts/s", ">= 330"),
+        (rf"\(c\) / \(a\) {NUMBER}", ">= 0.5"),
+        (rf"serve CPU {NUMBER} ms per payout in \(a\)", "<= 1"),
+        (rf"PostgreSQL CPU {NUMBER} ms per payout in \(a\)", "<= 1.2"),
+    ):
+        assert re.search(
+            rf"^  {figure}, target {re.escape(bound)}: (reached|NOT REACHED)$", output, re.MULTILINE
+        ), output
     for read, target in (("ListPayouts, 1 shop, 100", 20), ("GetAccount at, fee account", 10)):
         assert re.search(
             rf"^  {re.escape(read)}: p99 {NUMBER} ms, target <= {target} ms: (reached|NOT REACHED)$",
