@@ -200,6 +200,20 @@ END
 $$
 """
 
+ADD_EVENT = """
+CREATE FUNCTION pm_add_event(
+    p_event_id uuid, p_payout_id text, p_sequence_id bigint, p_created_at timestamptz, p_payload bytea
+) RETURNS void
+LANGUAGE sql AS $$
+-- Stores a payout's event and queues it for Kafka in the outbox.
+WITH stored AS (
+    INSERT INTO payout_event (event_id, payout_id, sequence_id, created_at, payload)
+    VALUES (p_event_id, p_payout_id, p_sequence_id, p_created_at, p_payload) RETURNING id
+)
+INSERT INTO payout_event_outbox (event_row_id) SELECT id FROM stored
+$$
+"""
+
 CREATE_PAYOUT = """
 CREATE FUNCTION pm_create_payout(
     p_payout_id text, p_party_id text, p_shop_id text, p_status text, p_revision bigint,
@@ -236,11 +250,7 @@ BEGIN
         RAISE EXCEPTION 'settlement account % lacks % %', v_short.account_id, -v_short.available,
             p_currency USING ERRCODE = 'PM001';
     END IF;
-    WITH stored AS (
-        INSERT INTO payout_event (event_id, payout_id, sequence_id, created_at, payload)
-        VALUES (p_event_id, p_payout_id, p_revision, p_created_at, p_payload) RETURNING id
-    )
-    INSERT INTO payout_event_outbox (event_row_id) SELECT id FROM stored;
+    PERFORM pm_add_event(p_event_id, p_payout_id, p_revision, p_created_at, p_payload);
     RETURN true;
 END
 $$
@@ -276,11 +286,7 @@ BEGIN
     UPDATE payout SET status = p_status, updated_at = p_updated_at, cancel_details = p_cancel_details,
                       revision = p_revision
     WHERE payout_id = p_payout_id;
-    WITH stored AS (
-        INSERT INTO payout_event (event_id, payout_id, sequence_id, created_at, payload)
-        VALUES (p_event_id, p_payout_id, p_revision, p_updated_at, p_payload) RETURNING id
-    )
-    INSERT INTO payout_event_outbox (event_row_id) SELECT id FROM stored;
+    PERFORM pm_add_event(p_event_id, p_payout_id, p_revision, p_updated_at, p_payload);
     RETURN true;
 END
 $$
@@ -289,6 +295,7 @@ $$
 FUNCTIONS = {
     "pm_hold_new_plan": HOLD_NEW_PLAN,
     "pm_finish_plan": FINISH_PLAN,
+    "pm_add_event": ADD_EVENT,
     "pm_create_payout": CREATE_PAYOUT,
     "pm_change_payout": CHANGE_PAYOUT,
 }

@@ -1,5 +1,5 @@
-"""What the payout service needs of the world: PartyManagement, and storage (a unit of work holding
-a payout store and a ledger).
+"""What the payout service needs of the world: PartyManagement, and storage (creates and changes of
+payouts, each one transaction, and reads).
 
 The service is written against these small ports only, so its rules (idempotent replay, refusals,
 accounting dispatch) run against an in-memory fake in unit tests as they do against PostgreSQL
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, TypeVar
 
-from payout_manager.accounting.rules import Account, Batch
+from payout_manager.accounting.rules import Batch
 from payout_manager.payouts.cash_flow import CashFlowPosting
 from payout_manager.payouts.model import Accounting, Payout, PayoutEvent, PayoutStatus
 
@@ -68,16 +68,6 @@ class PayoutStore(Protocol):
         """The payout, or None; `for_update` locks it until the unit of work ends."""
         ...
 
-    def add(self, new: Payout) -> bool:
-        """Stores a new payout; False (and nothing stored) when one with its id exists."""
-        ...
-
-    def save_change(self, changed: Payout) -> None: ...
-
-    def add_event(self, event: PayoutEvent) -> None:
-        """Stores the event and queues it for publishing."""
-        ...
-
     def events(self, payout_id: str, after_sequence_id: int, limit: int) -> list[bytes]:
         """The serialized events after `after_sequence_id`, oldest first."""
         ...
@@ -89,26 +79,11 @@ class PayoutStore(Protocol):
         ...
 
 
-class PayoutLedger(Protocol):
-    def hold(
-        self, plan_id: str, batch: Batch, now: datetime, *, checked: Collection[int] | None = None
-    ) -> dict[int, Account]:
-        """Holds `batch` in plan `plan_id`; returns the `checked` accounts as they are after it."""
-        ...
-
-    def commit_plan(self, plan_id: str, now: datetime) -> list[int]: ...
-
-    def rollback_plan(self, plan_id: str, now: datetime) -> list[int]: ...
-
-
 class UnitOfWork(Protocol):
-    """The payouts and the ledger inside one transaction."""
+    """The payouts, for reads of several statements."""
 
     @property
     def payouts(self) -> PayoutStore: ...
-
-    @property
-    def ledger(self) -> PayoutLedger: ...
 
 
 class Storage(Protocol):

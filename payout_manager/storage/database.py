@@ -118,27 +118,7 @@ class Database:
         return self._run(work, autocommit=True)
 
     def _run(self, work: Callable[[Connection], T], *, autocommit: bool) -> T:
-        retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception(_is_retryable),
-            stop=tenacity.stop_after_attempt(_TRANSACTION_ATTEMPTS),
-            wait=tenacity.wait_random_exponential(multiplier=0.005, max=0.2),
-            before_sleep=_log_retry,
-            reraise=True,
-        )
-        try:
-            for attempt in retrying:
-                with attempt:
-                    return self._once(work, autocommit=autocommit)
-        except _LostError as lost:
-            raise _unavailable() from lost.__cause__
-        except (OperationalError, InterfaceError, PoolTimeout) as error:
-            if _is_retryable(error):
-                raise
-            raise _unavailable() from error
-        except (psycopg2.OperationalError, psycopg2.InterfaceError) as error:
-            # A driver error SQLAlchemy did not wrap: the connection is as lost as above.
-            raise _unavailable() from error
-        raise AssertionError("unreachable: tenacity reraises the last failure")
+        return _retried(lambda: self._once(work, autocommit=autocommit))
 
     def _once(self, work: Callable[[Connection], T], *, autocommit: bool) -> T:
         connection = self.engine.connect()
@@ -165,24 +145,7 @@ class Database:
         lost mid-call, when the statement may or may not have committed, simply runs `work` again on
         a new connection, as do deadlocks and serialization failures.
         """
-        retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception(_is_retryable),
-            stop=tenacity.stop_after_attempt(_TRANSACTION_ATTEMPTS),
-            wait=tenacity.wait_random_exponential(multiplier=0.005, max=0.2),
-            before_sleep=_log_retry,
-            reraise=True,
-        )
-        try:
-            for attempt in retrying:
-                with attempt:
-                    return self._call_once(work)
-        except _LostError as lost:
-            raise _unavailable() from lost.__cause__
-        except (OperationalError, InterfaceError, PoolTimeout, psycopg2.OperationalError) as error:
-            if _is_retryable(error):
-                raise
-            raise _unavailable() from error
-        raise AssertionError("unreachable: tenacity reraises the last failure")
+        return _retried(lambda: self._call_once(work))
 
     def _call_once(self, work: Callable[[psycopg2.extensions.cursor], T]) -> T:
         pooled = self.engine.raw_connection()
@@ -202,6 +165,34 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _retried(once: Callable[[], T]) -> T:
+    """`once()`, run again on a retryable failure (up to _TRANSACTION_ATTEMPTS times in all); a
+    database lost or away becomes UNAVAILABLE / DATABASE_UNAVAILABLE."""
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception(_is_retryable),
+        stop=tenacity.stop_after_attempt(_TRANSACTION_ATTEMPTS),
+        wait=tenacity.wait_random_exponential(multiplier=0.005, max=0.2),
+        before_sleep=_log_retry,
+        reraise=True,
+    )
+    try:
+        for attempt in retrying:
+            with attempt:
+                return once()
+    except _LostError as lost:
+        raise _unavailable() from lost.__cause__
+    except (OperationalError, InterfaceError, PoolTimeout) as error:
+        if _is_retryable(error):
+            raise
+        raise _unavailable() from error
+    except (psycopg2.OperationalError, psycopg2.InterfaceError) as error:
+        # A driver error SQLAlchemy did not wrap (or a driver cursor's): as lost as above.
+        if _is_retryable(error):
+            raise
+        raise _unavailable() from error
+    raise AssertionError("unreachable: tenacity reraises the last failure")
 
 
 def _unavailable() -> Refusal:

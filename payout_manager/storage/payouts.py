@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import psycopg2.extensions
-from sqlalchemy import Connection, Row, bindparam, select, tuple_, update
+from sqlalchemy import Connection, Row, bindparam, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from payout_manager.events.codec import event_to_proto
@@ -131,18 +131,6 @@ class Payouts:
             },
         ).first()
         return inserted is not None
-
-    def save_change(self, changed: Payout) -> None:
-        self._connection.execute(
-            update(payout)
-            .where(payout.c.payout_id == changed.payout_id)
-            .values(
-                status=changed.status.value,
-                updated_at=changed.updated_at,
-                cancel_details=changed.cancel_details,
-                revision=changed.revision,
-            )
-        )
 
     def add_event(self, event: PayoutEvent) -> None:
         """Stores the event and queues it for Kafka, in one statement of the caller's transaction."""

@@ -13,7 +13,6 @@ from payout_manager.payouts.model import Accounting, Payout, PayoutEvent
 from payout_manager.payouts.ports import UnitOfWork
 from payout_manager.storage import procedures
 from payout_manager.storage.database import Database
-from payout_manager.storage.ledger import Ledger
 from payout_manager.storage.payouts import Payouts, fetch_payout
 
 T = TypeVar("T")
@@ -22,11 +21,10 @@ T = TypeVar("T")
 @dataclass(frozen=True)
 class SqlUnitOfWork:
     payouts: Payouts
-    ledger: Ledger
 
 
 def _unit(connection: Connection) -> SqlUnitOfWork:
-    return SqlUnitOfWork(Payouts(connection), Ledger(connection))
+    return SqlUnitOfWork(Payouts(connection))
 
 
 class SqlStorage:

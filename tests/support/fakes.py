@@ -143,7 +143,7 @@ class MemoryStorage:
     unit: MemoryUnitOfWork = field(default_factory=lambda: MemoryUnitOfWork(MemoryPayouts(), MemoryLedger()))
     transactions: int = 0
 
-    def transaction(self, work: Callable[[UnitOfWork], T]) -> T:
+    def transaction(self, work: Callable[[MemoryUnitOfWork], T]) -> T:
         before = copy.deepcopy(self.unit)
         try:
             result = work(self.unit)
@@ -160,7 +160,7 @@ class MemoryStorage:
         return self.unit.payouts.get(payout_id)
 
     def create(self, payout: Payout, event: PayoutEvent, batch: Batch, checked: Collection[int]) -> bool:
-        def store(unit: UnitOfWork) -> bool:
+        def store(unit: MemoryUnitOfWork) -> bool:
             if not unit.payouts.add(payout):
                 return False
             accounts = unit.ledger.hold(payout.plan_id, batch, payout.created_at, checked=checked)
@@ -179,7 +179,7 @@ class MemoryStorage:
     def change(
         self, changed: Payout, event: PayoutEvent, accounting: Accounting, revert: Batch | None
     ) -> bool:
-        def store(unit: UnitOfWork) -> bool:
+        def store(unit: MemoryUnitOfWork) -> bool:
             current = unit.payouts.get(changed.payout_id)
             if current is None or current.revision != changed.revision - 1:
                 return False
