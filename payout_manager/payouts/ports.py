@@ -64,8 +64,8 @@ class PartyManagement(Protocol):
 
 
 class PayoutStore(Protocol):
-    def get(self, payout_id: str, *, for_update: bool = False) -> Payout | None:
-        """The payout, or None; `for_update` locks it until the unit of work ends."""
+    def get(self, payout_id: str) -> Payout | None:
+        """The payout, or None."""
         ...
 
     def events(self, payout_id: str, after_sequence_id: int, limit: int) -> list[bytes]:

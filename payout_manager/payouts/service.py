@@ -43,9 +43,9 @@ def _not_found(payout_id: str) -> Refusal:
     return Refusal(Reason.PAYOUT_NOT_FOUND, f"payout {payout_id} does not exist")
 
 
-def _visible(payouts: PayoutStore, payout_id: str, caller: Caller, *, for_update: bool = False) -> Payout:
+def _visible(payouts: PayoutStore, payout_id: str, caller: Caller) -> Payout:
     """The payout, if it exists and `caller` may touch its party: to others it does not exist."""
-    payout = payouts.get(payout_id, for_update=for_update)
+    payout = payouts.get(payout_id)
     if payout is None or not caller.may_touch(payout.party_id):
         raise _not_found(payout_id)
     return payout

@@ -75,7 +75,6 @@ def fetch_payout(cursor: psycopg2.extensions.cursor, payout_id: str) -> Payout |
 
 # The statements of the hot paths, built once: each call then only binds its values.
 _GET = select(payout).where(payout.c.payout_id == bindparam("payout_id"))
-_GET_FOR_UPDATE = _GET.with_for_update()
 _ADD = (
     pg_insert(payout)
     .on_conflict_do_nothing(index_elements=[payout.c.payout_id])
@@ -101,9 +100,8 @@ class Payouts:
     def __init__(self, connection: Connection) -> None:
         self._connection = connection
 
-    def get(self, payout_id: str, *, for_update: bool = False) -> Payout | None:
-        query = _GET_FOR_UPDATE if for_update else _GET
-        row = self._connection.execute(query, {"payout_id": payout_id}).first()
+    def get(self, payout_id: str) -> Payout | None:
+        row = self._connection.execute(_GET, {"payout_id": payout_id}).first()
         return None if row is None else _payout(row)
 
     def add(self, new: Payout) -> bool:

@@ -31,7 +31,7 @@ class MemoryPayouts:
     payouts: dict[str, Payout] = field(default_factory=dict)
     stored_events: dict[str, list[PayoutEvent]] = field(default_factory=lambda: defaultdict(list))
 
-    def get(self, payout_id: str, *, for_update: bool = False) -> Payout | None:
+    def get(self, payout_id: str) -> Payout | None:
         return self.payouts.get(payout_id)
 
     def add(self, new: Payout) -> bool:
