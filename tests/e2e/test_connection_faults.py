@@ -158,7 +158,10 @@ def test_kafka_connections_reset_mid_batch_lose_no_event_and_repeat_none(
         time.sleep(RESET_SECONDS)
 
     print(f"reset {resetter.hits} connections to Kafka")
-    # Fewer than to PartyManagement: the producer waits a little before it connects again.
-    assert resetter.hits > 20
+    # Far fewer than to PartyManagement: after each reset the producer waits up to
+    # reconnect.backoff.max.ms (2 s) before it connects again, so a connection that is reset at once
+    # every time reconnects about 8 times in 15 s; CI has seen 13 resets in all. Five still proves
+    # that the resets met the relay's connections mid-run.
+    assert resetter.hits > 5
     # The idempotent producer resends what a reset connection lost, and the broker drops repeats.
     assert_nothing_lost(stack, load)
