@@ -8,8 +8,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from payout_manager.accounting.rules import Account, Batch, Plan, PlanStatus, Posting, text_violations
 from payout_manager.errors import FieldViolation, invalid
-from payout_manager.events.codec import STATUS_FROM_PROTO, timestamp
-from payout_manager.payouts.model import PayoutRequest
+from payout_manager.events.codec import FAILURE_CODE_FROM_PROTO, STATUS_FROM_PROTO, timestamp
+from payout_manager.payouts.model import PayoutFailure, PayoutRequest
 from payout_manager.payouts.ports import PayoutFilter
 from payout_manager.payouts.validation import MAX_ID_LENGTH
 from payout_manager.proto.accounter.v1 import accounter_pb2 as accounter_pb
@@ -42,6 +42,16 @@ def create_request(request: pb.CreatePayoutRequest) -> PayoutRequest:
         payout_tool_id=request.payout_tool_id,
         metadata=dict(request.metadata),
     )
+
+
+def failure(request: pb.FailPayoutRequest) -> PayoutFailure:
+    """The request's failure, refused without one or with a code other than a known failure's."""
+    if not request.HasField("failure"):
+        raise invalid([FieldViolation("failure", "is required: the code and details of the refusal")])
+    code = FAILURE_CODE_FROM_PROTO.get(request.failure.code)
+    if code is None:
+        raise invalid([FieldViolation("failure.code", "must be a PayoutFailureCode other than UNSPECIFIED")])
+    return PayoutFailure(code, request.failure.details)
 
 
 def payout_filter(request: pb.ListPayoutsRequest) -> PayoutFilter:

@@ -61,6 +61,11 @@ class PayoutManagementServicer:
     ) -> pb.Payout:
         return payout_to_proto(self._payouts.mark_paid(request.payout_id, caller))
 
+    def FailPayout(
+        self, request: pb.FailPayoutRequest, caller: Caller, context: grpc.ServicerContext
+    ) -> pb.Payout:
+        return payout_to_proto(self._payouts.fail(request.payout_id, convert.failure(request), caller))
+
     def ListPayouts(
         self, request: pb.ListPayoutsRequest, caller: Caller, context: grpc.ServicerContext
     ) -> pb.ListPayoutsResponse:

@@ -8,7 +8,14 @@ from datetime import UTC, datetime
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from payout_manager.payouts.cash_flow import CashFlowAccount, CashFlowPosting
-from payout_manager.payouts.model import Payout, PayoutCreated, PayoutEvent, PayoutStatus
+from payout_manager.payouts.model import (
+    FailureCode,
+    Payout,
+    PayoutCreated,
+    PayoutEvent,
+    PayoutFailure,
+    PayoutStatus,
+)
 from payout_manager.proto.party_management.v1 import party_management_pb2 as party_pb
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2 as pb
 
@@ -16,8 +23,20 @@ _STATUS_TO_PROTO = {status: pb.PayoutStatus.Value(f"PAYOUT_STATUS_{status.value}
 STATUS_FROM_PROTO = {value: status for status, value in _STATUS_TO_PROTO.items()}
 
 
+_FAILURE_CODE_TO_PROTO = {
+    code: pb.PayoutFailureCode.Value(f"PAYOUT_FAILURE_CODE_{code.value}") for code in FailureCode
+}
+FAILURE_CODE_FROM_PROTO = {value: code for code, value in _FAILURE_CODE_TO_PROTO.items()}
+
+
 def status_to_proto(status: PayoutStatus) -> pb.PayoutStatus.ValueType:
     return _STATUS_TO_PROTO[status]
+
+
+def failure_to_proto(failure: PayoutFailure | None) -> pb.PayoutFailure | None:
+    if failure is None:
+        return None
+    return pb.PayoutFailure(code=_FAILURE_CODE_TO_PROTO[failure.code], details=failure.details)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -85,6 +104,7 @@ def _payout_to_proto(payout: Payout) -> pb.Payout:
         revision=payout.revision,
         metadata=dict(payout.metadata),
         created_by=payout.created_by,
+        failure=failure_to_proto(payout.failure),
     )
 
 
@@ -96,6 +116,9 @@ def event_to_proto(event: PayoutEvent) -> pb.Event:
     else:
         change.status_changed.status = status_to_proto(event.change.status)
         change.status_changed.details = event.change.details
+        failure = failure_to_proto(event.change.failure)
+        if failure is not None:
+            change.status_changed.failure.CopyFrom(failure)
     return pb.Event(
         event_id=event.event_id,
         payout_id=event.payout_id,

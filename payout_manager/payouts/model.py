@@ -20,6 +20,23 @@ class PayoutStatus(enum.Enum):
     PAID = "PAID"
     CONFIRMED = "CONFIRMED"
     CANCELLED = "CANCELLED"
+    FAILED = "FAILED"
+
+
+class FailureCode(enum.Enum):
+    """Why the bank or provider did not pay (payout_manager.v1.PayoutFailureCode)."""
+
+    ACCOUNT_CLOSED = "ACCOUNT_CLOSED"
+    NO_ACCOUNT = "NO_ACCOUNT"
+    INVALID_ACCOUNT_DETAILS = "INVALID_ACCOUNT_DETAILS"
+    DECLINED = "DECLINED"
+    COULD_NOT_PROCESS = "COULD_NOT_PROCESS"
+
+
+@dataclass(frozen=True)
+class PayoutFailure:
+    code: FailureCode
+    details: str = ""
 
 
 class Accounting(enum.Enum):
@@ -39,6 +56,9 @@ TRANSITIONS: dict[tuple[PayoutStatus, PayoutStatus], Accounting] = {
     (PayoutStatus.UNPAID, PayoutStatus.CANCELLED): Accounting.ROLLBACK,
     (PayoutStatus.PAID, PayoutStatus.CANCELLED): Accounting.ROLLBACK,
     (PayoutStatus.CONFIRMED, PayoutStatus.CANCELLED): Accounting.REVERT,
+    (PayoutStatus.UNPAID, PayoutStatus.FAILED): Accounting.ROLLBACK,
+    (PayoutStatus.PAID, PayoutStatus.FAILED): Accounting.ROLLBACK,
+    (PayoutStatus.CONFIRMED, PayoutStatus.FAILED): Accounting.REVERT,
 }
 
 
@@ -111,6 +131,8 @@ class Payout:
     created_by: str
     cancel_details: str = ""
     revision: int = 1
+    # Why the bank or provider refused it: set once FAILED.
+    failure: PayoutFailure | None = None
 
     @property
     def plan_id(self) -> str:
@@ -140,7 +162,10 @@ class PayoutCreated:
 @dataclass(frozen=True)
 class PayoutStatusChanged:
     status: PayoutStatus
+    # The cancel details, for a cancellation.
     details: str = ""
+    # Why, for a failure.
+    failure: PayoutFailure | None = None
 
 
 PayoutChange = PayoutCreated | PayoutStatusChanged
@@ -206,12 +231,19 @@ class Transition:
 
 
 def transition(
-    payout: Payout, target: PayoutStatus, *, now: datetime, initiator: str, details: str = ""
+    payout: Payout,
+    target: PayoutStatus,
+    *,
+    now: datetime,
+    initiator: str,
+    details: str = "",
+    failure: PayoutFailure | None = None,
 ) -> Transition:
     """`initiator` moves `payout` to `target` by the transition table, or is refused with
     INVALID_PAYOUT_STATUS.
 
-    Asking for the status the payout already has is a no-op: same payout, no event.
+    Asking for the status the payout already has is a no-op: same payout, no event. `details` is
+    recorded by a cancellation only, `failure` by a failure only (which needs one).
     """
     if payout.status is target:
         return Transition(payout, Accounting.NONE, None)
@@ -221,18 +253,22 @@ def transition(
             Reason.INVALID_PAYOUT_STATUS,
             f"payout {payout.payout_id} is {payout.status.value}; it cannot become {target.value}",
         )
+    details = details if target is PayoutStatus.CANCELLED else ""
+    failure = failure if target is PayoutStatus.FAILED else None
+    assert (failure is not None) is (target is PayoutStatus.FAILED), "a failure, and only a failure, has one"
     changed = replace(
         payout,
         status=target,
         updated_at=now,
         revision=payout.revision + 1,
         cancel_details=details if target is PayoutStatus.CANCELLED else payout.cancel_details,
+        failure=failure,
     )
     event = PayoutEvent(
         payout.payout_id,
         changed.revision,
         now,
-        PayoutStatusChanged(target, details if target is PayoutStatus.CANCELLED else ""),
+        PayoutStatusChanged(target, details, failure),
         changed,
         initiator,
     )

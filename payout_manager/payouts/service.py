@@ -12,7 +12,7 @@ from payout_manager.accounting.rules import Batch, Posting
 from payout_manager.errors import Reason, Refusal
 from payout_manager.payouts import listing, model, validation
 from payout_manager.payouts.cash_flow import CashFlowPosting, settlement_accounts, sum_payout
-from payout_manager.payouts.model import Accounting, Payout, PayoutRequest, PayoutStatus
+from payout_manager.payouts.model import Accounting, Payout, PayoutFailure, PayoutRequest, PayoutStatus
 from payout_manager.payouts.ports import (
     Cursor,
     PartyManagement,
@@ -126,6 +126,11 @@ class PayoutService:
     def mark_paid(self, payout_id: str, caller: Caller) -> Payout:
         return self._change(payout_id, PayoutStatus.PAID, caller)
 
+    def fail(self, payout_id: str, failure: PayoutFailure, caller: Caller) -> Payout:
+        """The bank or provider refused the money: the hold rolled back, or a confirm reverted."""
+        validation.check_details(failure.details, "failure.details")
+        return self._change(payout_id, PayoutStatus.FAILED, caller, failure=failure)
+
     def get(self, payout_id: str, caller: Caller) -> Payout:
         validation.check_payout_id(payout_id)
         return self._visible_now(payout_id, caller)
@@ -188,7 +193,14 @@ class PayoutService:
             raise _not_found(payout_id)
         return payout
 
-    def _change(self, payout_id: str, target: PayoutStatus, caller: Caller, details: str = "") -> Payout:
+    def _change(
+        self,
+        payout_id: str,
+        target: PayoutStatus,
+        caller: Caller,
+        details: str = "",
+        failure: PayoutFailure | None = None,
+    ) -> Payout:
         validation.check_payout_id(payout_id)
         # Read, decide, then store the change if nothing changed the payout in between; else
         # read again. Each failed attempt means another change landed, and a payout changes at
@@ -196,7 +208,12 @@ class PayoutService:
         for _ in range(len(PayoutStatus) + 1):
             current = self._visible_now(payout_id, caller)
             change = model.transition(
-                current, target, now=self._clock(), initiator=caller.identity, details=details
+                current,
+                target,
+                now=self._clock(),
+                initiator=caller.identity,
+                details=details,
+                failure=failure,
             )
             if change.event is None:
                 return current

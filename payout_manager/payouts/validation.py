@@ -45,8 +45,8 @@ def check_payout_id(payout_id: str) -> None:
         raise invalid(violations)
 
 
-def check_details(details: str) -> None:
-    violations = text_violations("details", details, max_length=MAX_DETAILS_LENGTH, required=False)
+def check_details(details: str, field: str = "details") -> None:
+    violations = text_violations(field, details, max_length=MAX_DETAILS_LENGTH, required=False)
     if violations:
         raise invalid(violations)
 

@@ -11,7 +11,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from payout_manager.events.codec import event_to_proto
 from payout_manager.payouts.cash_flow import AccountType, CashFlowAccount, CashFlowPosting
-from payout_manager.payouts.model import Payout, PayoutEvent, PayoutStatus
+from payout_manager.payouts.model import FailureCode, Payout, PayoutEvent, PayoutFailure, PayoutStatus
 from payout_manager.payouts.ports import Cursor, PayoutFilter
 from payout_manager.storage.tables import payout, payout_event, payout_event_outbox
 
@@ -59,6 +59,11 @@ def _payout_of(row: Mapping[Any, Any]) -> Payout:
         created_by=row["created_by"],
         cancel_details=row["cancel_details"],
         revision=row["revision"],
+        failure=(
+            None
+            if row["failure_code"] is None
+            else PayoutFailure(FailureCode(row["failure_code"]), row["failure_details"])
+        ),
     )
 
 

@@ -33,8 +33,8 @@ _CREATE = (
 )
 _CHANGE = (
     "SELECT pm_change_payout(%s::text, %s::bigint, %s::text, %s::timestamptz, %s::text, %s::text,"
-    " %s::text, %s::text, %s::bigint[], %s::bigint[], %s::bigint[], %s::text[], %s::text[], %s::uuid,"
-    " %s::bytea)"
+    " %s::text, %s::text, %s::text, %s::text, %s::bigint[], %s::bigint[], %s::bigint[], %s::text[],"
+    " %s::text[], %s::uuid, %s::bytea)"
 )
 
 
@@ -137,6 +137,8 @@ def change_payout(
                 changed.status.value,
                 changed.updated_at,
                 changed.cancel_details,
+                None if changed.failure is None else changed.failure.code.value,
+                None if changed.failure is None else changed.failure.details,
                 accounting.value,
                 changed.plan_id,
                 changed.revert_plan_id,

@@ -139,6 +139,13 @@ payout = Table(
     Column("revision", BigInteger, nullable=False),
     # The identity of the caller whose create made it (SPEC 5).
     Column("created_by", Text, nullable=False),
+    # Why the bank or provider refused it: set exactly when FAILED.
+    Column("failure_code", Text, nullable=True),
+    Column("failure_details", Text, nullable=True),
+    CheckConstraint(
+        "(status = 'FAILED') = (failure_code IS NOT NULL AND failure_details IS NOT NULL)",
+        name="failure_when_failed",
+    ),
     CheckConstraint(f"status IN ({', '.join(repr(status.value) for status in PayoutStatus)})", name="status"),
     Index("ix_payout_created", text("created_at DESC"), text("payout_id DESC")),
     Index(

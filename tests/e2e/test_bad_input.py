@@ -353,6 +353,13 @@ def mark_payout_paid_requests(known: Known) -> st.SearchStrategy[pb.MarkPayoutPa
     return st.builds(pb.MarkPayoutPaidRequest, payout_id=payout_ids(known))
 
 
+def fail_payout_requests(known: Known) -> st.SearchStrategy[pb.FailPayoutRequest]:
+    failures = st.builds(
+        pb.PayoutFailure, code=enum_numbers(list(pb.PayoutFailureCode.values())), details=texts()
+    )
+    return st.builds(pb.FailPayoutRequest, payout_id=payout_ids(known), failure=optional(failures))
+
+
 def _copies(value: Any, count: int) -> list[Any]:
     return [value] * count
 
@@ -577,6 +584,14 @@ def test_mark_payout_paid_survives_random_requests(
 
 @properties
 @given(data=st.data())
+def test_fail_payout_survives_random_requests(
+    payouts: Payouts, known: Known, books: Books, data: st.DataObject
+) -> None:
+    prove_survives(data, fail_payout_requests(known), payouts.FailPayout, books)
+
+
+@properties
+@given(data=st.data())
 def test_list_payouts_survives_random_requests(
     payouts: Payouts, known: Known, books: Books, data: st.DataObject
 ) -> None:
@@ -670,7 +685,7 @@ def test_raw_bytes_are_handled_or_refused_as_malformed(
 
 
 def test_the_properties_cover_every_rpc() -> None:
-    assert len(METHODS) == 13
+    assert len(METHODS) == 14
     tested = {name.removeprefix("test_").removesuffix("_survives_random_requests") for name in globals()}
     for method in METHODS:
         snake = "".join(f"_{c.lower()}" if c.isupper() else c for c in method.rsplit("/", 1)[1]).lstrip("_")

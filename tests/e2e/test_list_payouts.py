@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
-from support.payouts import Stub, cancel, confirm, create, refusal
+from support.payouts import Stub, cancel, confirm, create, fail, refusal
 
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2 as pb
 from payout_manager_testing.world import World
@@ -52,6 +52,7 @@ def test_filters_by_status_and_creation_time(payouts: Stub, world: World) -> Non
     unpaid = create(payouts, shop.party_id, shop.shop_id, 100)
     confirmed = confirm(payouts, create(payouts, shop.party_id, shop.shop_id, 100).payout_id)
     cancelled = cancel(payouts, create(payouts, shop.party_id, shop.shop_id, 100).payout_id)
+    failed = fail(payouts, create(payouts, shop.party_id, shop.shop_id, 100).payout_id)
     base = pb.ListPayoutsRequest(party_id=shop.party_id, shop_id=shop.shop_id)
 
     def ids(**fields: object) -> set[str]:
@@ -64,13 +65,18 @@ def test_filters_by_status_and_creation_time(payouts: Stub, world: World) -> Non
                 getattr(request, name).extend(value)
         return {p.payout_id for p in list_all(payouts, request)}
 
-    assert ids() == {unpaid.payout_id, confirmed.payout_id, cancelled.payout_id}
+    assert ids() == {unpaid.payout_id, confirmed.payout_id, cancelled.payout_id, failed.payout_id}
     assert ids(statuses=[pb.PAYOUT_STATUS_CONFIRMED, pb.PAYOUT_STATUS_CANCELLED]) == {
         confirmed.payout_id,
         cancelled.payout_id,
     }
+    assert ids(statuses=[pb.PAYOUT_STATUS_FAILED]) == {failed.payout_id}
     assert ids(statuses=[pb.PAYOUT_STATUS_PAID]) == set()
-    assert ids(created_from=confirmed.created_at) == {confirmed.payout_id, cancelled.payout_id}
+    assert ids(created_from=confirmed.created_at) == {
+        confirmed.payout_id,
+        cancelled.payout_id,
+        failed.payout_id,
+    }
     assert ids(created_to=confirmed.created_at) == {unpaid.payout_id}
 
 

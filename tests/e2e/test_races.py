@@ -21,7 +21,7 @@ import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from support import books
-from support.payouts import Stub, cancel, confirm, create, mark_paid, refusal
+from support.payouts import Stub, cancel, confirm, create, fail, mark_paid, refusal
 
 from payout_manager.proto.accounter.v1 import accounter_pb2 as accounter_pb
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2 as pb
@@ -163,13 +163,60 @@ def test_concurrent_confirm_and_cancel_end_in_a_state_whose_balances_match(
         assert sequence == list(range(1, len(sequence) + 1)), payout_id
 
 
+# The event histories (statuses after `created`) a payout may have after a confirm, a cancel and
+# a failure run at once, by the serial order they took: a confirm first lets one of the others
+# revert it; a cancel or a failure first is final.
+SERIAL_HISTORIES = {
+    (pb.PAYOUT_STATUS_CONFIRMED, pb.PAYOUT_STATUS_CANCELLED),
+    (pb.PAYOUT_STATUS_CONFIRMED, pb.PAYOUT_STATUS_FAILED),
+    (pb.PAYOUT_STATUS_CANCELLED,),
+    (pb.PAYOUT_STATUS_FAILED,),
+}
+
+
+def test_concurrent_confirm_cancel_and_fail_of_one_payout_end_in_one_serial_order(
+    clients: Clients, world: World, database_url: str
+) -> None:
+    shop = world.add_shop(funds=30 * COST)
+    system = world.system_settlement()
+    system_before = amounts(world.balance(system))
+    made = [create(clients.stub(), shop.party_id, shop.shop_id, PAYOUT).payout_id for _ in range(30)]
+
+    calls: list[Callable[[Stub], pb.Payout]] = []
+    for payout_id in made:
+        calls += [partial(_on, action, payout_id) for action in (confirm, cancel, fail)]
+    random.shuffle(calls)
+    results = clients.run(calls)
+
+    assert set(outcomes(results)) <= {"OK", "FAILED_PRECONDITION/INVALID_PAYOUT_STATUS"}
+    answered = Counter(r.payout_id for r in results if isinstance(r, pb.Payout))
+    histories: Counter[tuple[int, ...]] = Counter()
+    for payout_id in made:
+        events = clients.stub().GetPayoutEvents(pb.GetPayoutEventsRequest(payout_id=payout_id)).events
+        history = tuple(e.payout_change.status_changed.status for e in events[1:])
+        assert history in SERIAL_HISTORIES, (payout_id, history)
+        # Every change answered OK, and only those: the refused calls changed nothing.
+        assert answered[payout_id] == len(history), payout_id
+        final = clients.stub().GetPayout(pb.GetPayoutRequest(payout_id=payout_id))
+        assert (final.status, final.revision) == (history[-1], len(events))
+        assert final.HasField("failure") is (final.status == pb.PAYOUT_STATUS_FAILED)
+        histories[history] += 1
+    print("serial orders taken:", dict(histories))
+    # Whatever the order, the money is back: nothing held, nothing moved.
+    assert amounts(world.balance(shop.settlement)) == (30 * COST, 30 * COST, 30 * COST)
+    assert amounts(world.balance(shop.payout)) == (0, 0, 0)
+    assert amounts(world.balance(system)) == system_before
+    assert books.payouts_whose_plans_disagree(database_url, made) == []
+    assert audit_books(database_url) == []
+
+
 def test_a_storm_of_mixed_calls_on_many_shops_keeps_the_books(
     clients: Clients, world: World, database_url: str
 ) -> None:
     """Creates, mark-paids, confirms and cancels on 8 shops sharing one system account, in any order."""
     shops = [world.add_shop(funds=15 * COST) for _ in range(8)]
     made = [create(clients.stub(), s.party_id, s.shop_id, PAYOUT).payout_id for s in shops for _ in range(5)]
-    actions: list[Callable[[Stub, str], pb.Payout]] = [confirm, cancel, mark_paid]
+    actions: list[Callable[[Stub, str], pb.Payout]] = [confirm, cancel, mark_paid, fail]
     calls: list[Callable[[Stub], pb.Payout]] = [
         partial(_on, action, payout_id) for payout_id in made for action in random.sample(actions, k=3)
     ]

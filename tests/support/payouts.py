@@ -51,6 +51,17 @@ def mark_paid(payouts: Stub, payout_id: str) -> pb.Payout:
     return payouts.MarkPayoutPaid(pb.MarkPayoutPaidRequest(payout_id=payout_id))
 
 
+def fail(
+    payouts: Stub,
+    payout_id: str,
+    code: pb.PayoutFailureCode.ValueType = pb.PAYOUT_FAILURE_CODE_DECLINED,
+    details: str = "declined by the bank",
+) -> pb.Payout:
+    return payouts.FailPayout(
+        pb.FailPayoutRequest(payout_id=payout_id, failure=pb.PayoutFailure(code=code, details=details))
+    )
+
+
 def refusal(call: grpc.RpcError) -> tuple[grpc.StatusCode, str]:
     status = rpc_status.from_call(call)
     assert status is not None, f"no rich status in {call}"
@@ -61,3 +72,15 @@ def refusal(call: grpc.RpcError) -> tuple[grpc.StatusCode, str]:
             assert info.domain == "payout-manager"
             return call.code(), info.reason
     raise AssertionError(f"no ErrorInfo in {call}")
+
+
+def violated_fields(call: grpc.RpcError) -> list[str]:
+    """The fields a refusal's google.rpc.BadRequest names, in its order."""
+    status = rpc_status.from_call(call)
+    assert status is not None, f"{call.code()} carries no google.rpc.Status"
+    fields = []
+    for detail in status.details:
+        bad_request = error_details_pb2.BadRequest()
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR) and detail.Unpack(bad_request):
+            fields += [violation.field for violation in bad_request.field_violations]
+    return fields

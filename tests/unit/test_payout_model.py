@@ -21,19 +21,23 @@ from payout_manager.payouts.cash_flow import (
 )
 from payout_manager.payouts.model import (
     Accounting,
+    FailureCode,
     Payout,
     PayoutCreated,
+    PayoutFailure,
     PayoutRequest,
     PayoutStatus,
     PayoutStatusChanged,
 )
 
-UNPAID, PAID, CONFIRMED, CANCELLED = (
+UNPAID, PAID, CONFIRMED, CANCELLED, FAILED = (
     PayoutStatus.UNPAID,
     PayoutStatus.PAID,
     PayoutStatus.CONFIRMED,
     PayoutStatus.CANCELLED,
+    PayoutStatus.FAILED,
 )
+FAILURE = PayoutFailure(FailureCode.ACCOUNT_CLOSED, "the bank closed it on 2026-02-28")
 
 CREATED_AT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 NOW = CREATED_AT + timedelta(hours=1)
@@ -46,6 +50,9 @@ ALLOWED: dict[tuple[PayoutStatus, PayoutStatus], Accounting] = {
     (UNPAID, CANCELLED): Accounting.ROLLBACK,
     (PAID, CANCELLED): Accounting.ROLLBACK,
     (CONFIRMED, CANCELLED): Accounting.REVERT,
+    (UNPAID, FAILED): Accounting.ROLLBACK,
+    (PAID, FAILED): Accounting.ROLLBACK,
+    (CONFIRMED, FAILED): Accounting.REVERT,
 }
 ALL_PAIRS = list(itertools.product(PayoutStatus, repeat=2))
 SAME = [(status, status) for status in PayoutStatus]
@@ -84,6 +91,14 @@ REQUEST = PayoutRequest(
     metadata={"batch": "7"},
 )
 CASH_FLOW = (flow(SETTLEMENT, PAYOUT, 10_000), flow(SETTLEMENT, SYSTEM, 100))
+
+
+def move(payout: Payout, target: PayoutStatus, details: str = "") -> model.Transition:
+    """`model.transition` as the service calls it: a failure always with its failure."""
+    failure = FAILURE if target is FAILED else None
+    return model.transition(
+        payout, target, now=NOW, initiator="back-office", details=details, failure=failure
+    )
 
 
 def payout_in(status: PayoutStatus, *, revision: int = 3, cancel_details: str = "") -> Payout:
@@ -157,8 +172,8 @@ def test_a_create_differing_from_the_first_is_not_a_repeat(other: PayoutRequest)
 
 
 def test_the_table_covers_every_pair_of_statuses() -> None:
-    assert len(ALL_PAIRS) == 16
-    assert (len(ALLOWED), len(SAME), len(REFUSED)) == (6, 4, 6)
+    assert len(ALL_PAIRS) == 25
+    assert (len(ALLOWED), len(SAME), len(REFUSED)) == (9, 5, 11)
 
 
 def test_the_books_each_status_allows_follow_from_the_transition_table() -> None:
@@ -172,6 +187,8 @@ def test_the_books_each_status_allows_follow_from_the_transition_table() -> None
         (CONFIRMED, committed, None),
         (CANCELLED, rolled_back, None),
         (CANCELLED, committed, committed),
+        (FAILED, rolled_back, None),
+        (FAILED, committed, committed),
     }
 
 
@@ -186,15 +203,17 @@ def test_allowed_transition_changes_the_status_with_its_accounting_and_one_event
     source, target = pair
     before = payout_in(source, revision=3)
 
-    result = model.transition(before, target, now=NOW, initiator="back-office")
+    result = move(before, target)
 
+    failure = FAILURE if target is FAILED else None
     assert result.accounting is ALLOWED[pair]
     assert result.changed
     assert (result.payout.status, result.payout.revision, result.payout.updated_at) == (target, 4, NOW)
-    assert replace(result.payout, status=source, revision=3, updated_at=CREATED_AT) == before
+    assert result.payout.failure == failure
+    assert replace(result.payout, status=source, revision=3, updated_at=CREATED_AT, failure=None) == before
     assert result.event is not None
     assert (result.event.payout_id, result.event.sequence_id, result.event.created_at) == ("payout-1", 4, NOW)
-    assert result.event.change == PayoutStatusChanged(target, "")
+    assert result.event.change == PayoutStatusChanged(target, "", failure)
     assert result.event.payout == result.payout
 
 
@@ -210,13 +229,41 @@ def test_cancel_records_its_details_on_the_payout_and_the_event(source: PayoutSt
     assert result.event.payout.cancel_details == "merchant asked"
 
 
-@pytest.mark.parametrize("target", [PAID, CONFIRMED])
+@pytest.mark.parametrize("target", [PAID, CONFIRMED, FAILED])
 def test_details_of_a_transition_other_than_cancel_are_not_recorded(target: PayoutStatus) -> None:
-    result = model.transition(payout_in(UNPAID), target, now=NOW, initiator="back-office", details="ignored")
+    result = move(payout_in(UNPAID), target, details="ignored")
 
     assert result.payout.cancel_details == ""
     assert result.event is not None
-    assert result.event.change == PayoutStatusChanged(target, "")
+    assert result.event.change.details == ""  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("source", [UNPAID, PAID, CONFIRMED])
+def test_a_failure_records_its_code_and_details_on_the_payout_and_the_event(source: PayoutStatus) -> None:
+    result = move(payout_in(source, cancel_details=""), FAILED)
+
+    assert result.payout.failure == FAILURE
+    assert result.event is not None
+    assert result.event.change == PayoutStatusChanged(FAILED, "", FAILURE)
+    assert result.event.payout.failure == FAILURE
+
+
+def test_a_failure_is_not_recorded_by_other_transitions() -> None:
+    result = model.transition(payout_in(UNPAID), CANCELLED, now=NOW, initiator="back-office", failure=FAILURE)
+
+    assert result.payout.failure is None
+    assert result.event is not None
+    assert result.event.change == PayoutStatusChanged(CANCELLED, "")
+
+
+def test_failing_a_failed_payout_again_keeps_the_first_failure() -> None:
+    failed = move(payout_in(UNPAID), FAILED).payout
+    other = PayoutFailure(FailureCode.DECLINED, "again")
+
+    result = model.transition(failed, FAILED, now=NOW, initiator="back-office", failure=other)
+
+    assert (result.payout, result.event) == (failed, None)
+    assert result.payout.failure == FAILURE
 
 
 @pytest.mark.parametrize("pair", SAME, ids=pair_id)
@@ -225,7 +272,7 @@ def test_transition_to_the_current_status_is_a_no_op_without_event(
 ) -> None:
     before = payout_in(pair[0], revision=5, cancel_details="first reason")
 
-    result = model.transition(before, pair[1], now=NOW, initiator="back-office", details="second reason")
+    result = move(before, pair[1], details="second reason")
 
     assert result.payout == before
     assert (result.accounting, result.event, result.changed) == (Accounting.NONE, None, False)
@@ -236,7 +283,7 @@ def test_transition_outside_the_table_is_refused(pair: tuple[PayoutStatus, Payou
     before = payout_in(pair[0])
 
     with pytest.raises(Refusal) as caught:
-        model.transition(before, pair[1], now=NOW, initiator="back-office")
+        move(before, pair[1])
 
     assert (caught.value.reason, caught.value.code) == (
         Reason.INVALID_PAYOUT_STATUS,

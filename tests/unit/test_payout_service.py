@@ -18,7 +18,7 @@ from payout_manager.access.caller import ANONYMOUS, Caller
 from payout_manager.accounting.rules import PlanStatus
 from payout_manager.errors import Code, Reason, Refusal
 from payout_manager.payouts.cash_flow import AccountType, CashFlowAccount, CashFlowPosting
-from payout_manager.payouts.model import PayoutRequest, PayoutStatus
+from payout_manager.payouts.model import FailureCode, PayoutFailure, PayoutRequest, PayoutStatus
 from payout_manager.payouts.ports import PayoutFilter
 from payout_manager.payouts.service import PayoutService
 
@@ -189,6 +189,77 @@ def test_cancel_after_confirm_reverts_with_every_posting_swapped(storage: Memory
     assert (ledger.own[SETTLEMENT], ledger.own[PAYOUT_ACCOUNT], ledger.own[SYSTEM]) == (10_000, 0, 0)
 
 
+DECLINED = PayoutFailure(FailureCode.DECLINED, "the bank said no")
+
+
+@pytest.mark.parametrize("paid_first", [False, True], ids=["unpaid", "paid"])
+def test_a_failure_before_confirm_rolls_the_plan_back_and_records_its_failure(
+    storage: MemoryStorage, paid_first: bool
+) -> None:
+    payouts = service(storage)
+    payouts.create(request(), ANONYMOUS)
+    if paid_first:
+        payouts.mark_paid("payout-1", ANONYMOUS)
+
+    failed = payouts.fail("payout-1", DECLINED, ANONYMOUS)
+
+    assert (failed.status, failed.failure, failed.cancel_details) == (PayoutStatus.FAILED, DECLINED, "")
+    assert storage.unit.ledger.plans["payout_payout-1"].status is PlanStatus.ROLLED_BACK
+    assert "revert_payout_payout-1" not in storage.unit.ledger.plans
+    assert available(storage, SETTLEMENT) == 10_000
+    assert storage.payout("payout-1") == failed
+
+
+def test_a_failure_after_confirm_reverts_as_a_cancel_does(storage: MemoryStorage) -> None:
+    payouts = service(storage)
+    payouts.create(request(), ANONYMOUS)
+    payouts.confirm("payout-1", ANONYMOUS)
+
+    failed = payouts.fail("payout-1", DECLINED, ANONYMOUS)
+
+    assert (failed.status, failed.revision) == (PayoutStatus.FAILED, 3)
+    plans = storage.unit.ledger.plans
+    assert plans["revert_payout_payout-1"].status is PlanStatus.COMMITTED
+    assert plans["revert_payout_payout-1"].nets() == {
+        k: -v for k, v in plans["payout_payout-1"].nets().items()
+    }
+    ledger = storage.unit.ledger
+    assert (ledger.own[SETTLEMENT], ledger.own[PAYOUT_ACCOUNT], ledger.own[SYSTEM]) == (10_000, 0, 0)
+
+
+def test_failing_a_failed_payout_is_a_no_op_and_a_failed_payout_is_final(storage: MemoryStorage) -> None:
+    payouts = service(storage)
+    payouts.create(request(), ANONYMOUS)
+    failed = payouts.fail("payout-1", DECLINED, ANONYMOUS)
+
+    again = payouts.fail("payout-1", PayoutFailure(FailureCode.ACCOUNT_CLOSED, "other"), ANONYMOUS)
+
+    assert again == failed
+    assert len(storage.unit.payouts.stored_events["payout-1"]) == 2
+    changes: list[Callable[[], object]] = [
+        lambda: payouts.confirm("payout-1", ANONYMOUS),
+        lambda: payouts.cancel("payout-1", "", ANONYMOUS),
+        lambda: payouts.mark_paid("payout-1", ANONYMOUS),
+    ]
+    for change in changes:
+        with pytest.raises(Refusal) as refused:
+            change()
+        assert refused.value.reason is Reason.INVALID_PAYOUT_STATUS
+    assert len(storage.unit.payouts.stored_events["payout-1"]) == 2
+
+
+def test_failure_details_past_the_limit_are_invalid_and_change_nothing(storage: MemoryStorage) -> None:
+    payouts = service(storage)
+    payouts.create(request(), ANONYMOUS)
+
+    with pytest.raises(Refusal) as refused:
+        payouts.fail("payout-1", PayoutFailure(FailureCode.DECLINED, "x" * 1025), ANONYMOUS)
+
+    assert refused.value.reason is Reason.INVALID_REQUEST
+    assert [v.field for v in refused.value.violations] == ["failure.details"]
+    assert storage.payout("payout-1").status is PayoutStatus.UNPAID  # type: ignore[union-attr]
+
+
 def test_a_transition_to_the_current_status_records_no_event_and_touches_no_plan(
     storage: MemoryStorage,
 ) -> None:
@@ -248,8 +319,9 @@ def test_a_confined_caller_cannot_create_for_another_party_and_nothing_is_held(
         lambda p: p.confirm("payout-1", OTHER_TENANT),
         lambda p: p.cancel("payout-1", "not mine", OTHER_TENANT),
         lambda p: p.mark_paid("payout-1", OTHER_TENANT),
+        lambda p: p.fail("payout-1", DECLINED, OTHER_TENANT),
     ],
-    ids=["get", "revision", "missing-revision", "events", "confirm", "cancel", "mark-paid"],
+    ids=["get", "revision", "missing-revision", "events", "confirm", "cancel", "mark-paid", "fail"],
 )
 def test_another_partys_payout_does_not_exist_for_a_confined_caller(
     storage: MemoryStorage, call: Callable[[PayoutService], object]

@@ -32,6 +32,8 @@ class _PayoutStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PayoutSt
     PAYOUT_STATUS_PAID: _PayoutStatus.ValueType  # 2
     PAYOUT_STATUS_CONFIRMED: _PayoutStatus.ValueType  # 3
     PAYOUT_STATUS_CANCELLED: _PayoutStatus.ValueType  # 4
+    PAYOUT_STATUS_FAILED: _PayoutStatus.ValueType  # 5
+    """The bank or provider refused the money: the hold rolled back, or a confirmed payout reverted."""
 
 class PayoutStatus(_PayoutStatus, metaclass=_PayoutStatusEnumTypeWrapper): ...
 
@@ -40,7 +42,58 @@ PAYOUT_STATUS_UNPAID: PayoutStatus.ValueType  # 1
 PAYOUT_STATUS_PAID: PayoutStatus.ValueType  # 2
 PAYOUT_STATUS_CONFIRMED: PayoutStatus.ValueType  # 3
 PAYOUT_STATUS_CANCELLED: PayoutStatus.ValueType  # 4
+PAYOUT_STATUS_FAILED: PayoutStatus.ValueType  # 5
+"""The bank or provider refused the money: the hold rolled back, or a confirmed payout reverted."""
 Global___PayoutStatus: _TypeAlias = PayoutStatus  # noqa: Y015
+
+class _PayoutFailureCode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PayoutFailureCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PayoutFailureCode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PAYOUT_FAILURE_CODE_UNSPECIFIED: _PayoutFailureCode.ValueType  # 0
+    """Refused: a failure names its code."""
+    PAYOUT_FAILURE_CODE_ACCOUNT_CLOSED: _PayoutFailureCode.ValueType  # 1
+    PAYOUT_FAILURE_CODE_NO_ACCOUNT: _PayoutFailureCode.ValueType  # 2
+    PAYOUT_FAILURE_CODE_INVALID_ACCOUNT_DETAILS: _PayoutFailureCode.ValueType  # 3
+    PAYOUT_FAILURE_CODE_DECLINED: _PayoutFailureCode.ValueType  # 4
+    PAYOUT_FAILURE_CODE_COULD_NOT_PROCESS: _PayoutFailureCode.ValueType  # 5
+
+class PayoutFailureCode(_PayoutFailureCode, metaclass=_PayoutFailureCodeEnumTypeWrapper):
+    """Why the bank or provider did not pay."""
+
+PAYOUT_FAILURE_CODE_UNSPECIFIED: PayoutFailureCode.ValueType  # 0
+"""Refused: a failure names its code."""
+PAYOUT_FAILURE_CODE_ACCOUNT_CLOSED: PayoutFailureCode.ValueType  # 1
+PAYOUT_FAILURE_CODE_NO_ACCOUNT: PayoutFailureCode.ValueType  # 2
+PAYOUT_FAILURE_CODE_INVALID_ACCOUNT_DETAILS: PayoutFailureCode.ValueType  # 3
+PAYOUT_FAILURE_CODE_DECLINED: PayoutFailureCode.ValueType  # 4
+PAYOUT_FAILURE_CODE_COULD_NOT_PROCESS: PayoutFailureCode.ValueType  # 5
+Global___PayoutFailureCode: _TypeAlias = PayoutFailureCode  # noqa: Y015
+
+@_typing.final
+class PayoutFailure(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    DETAILS_FIELD_NUMBER: _builtins.int
+    code: Global___PayoutFailureCode.ValueType
+    details: _builtins.str
+    """The provider's own words, for people; at most 1024 characters."""
+    def __init__(
+        self,
+        *,
+        code: Global___PayoutFailureCode.ValueType = ...,
+        details: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "details", b"details"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PayoutFailure: _TypeAlias = PayoutFailure  # noqa: Y015
 
 @_typing.final
 class Payout(_message.Message):
@@ -81,6 +134,7 @@ class Payout(_message.Message):
     REVISION_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
     CREATED_BY_FIELD_NUMBER: _builtins.int
+    FAILURE_FIELD_NUMBER: _builtins.int
     payout_id: _builtins.str
     party_id: _builtins.str
     shop_id: _builtins.str
@@ -104,6 +158,10 @@ class Payout(_message.Message):
     def cash_flow(self) -> _containers.RepeatedCompositeFieldContainer[_party_management_pb2.CashFlowPosting]: ...
     @_builtins.property
     def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    @_builtins.property
+    def failure(self) -> Global___PayoutFailure:
+        """Set once the payout is FAILED."""
+
     def __init__(
         self,
         *,
@@ -122,10 +180,11 @@ class Payout(_message.Message):
         revision: _builtins.int = ...,
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         created_by: _builtins.str = ...,
+        failure: Global___PayoutFailure | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "failure", b"failure", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "cancel_details", b"cancel_details", "cash_flow", b"cash_flow", "created_at", b"created_at", "created_by", b"created_by", "currency", b"currency", "fee", b"fee", "metadata", b"metadata", "party_id", b"party_id", "payout_id", b"payout_id", "payout_tool_id", b"payout_tool_id", "revision", b"revision", "shop_id", b"shop_id", "status", b"status", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "cancel_details", b"cancel_details", "cash_flow", b"cash_flow", "created_at", b"created_at", "created_by", b"created_by", "currency", b"currency", "failure", b"failure", "fee", b"fee", "metadata", b"metadata", "party_id", b"party_id", "payout_id", b"payout_id", "payout_tool_id", b"payout_tool_id", "revision", b"revision", "shop_id", b"shop_id", "status", b"status", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -273,6 +332,31 @@ class MarkPayoutPaidRequest(_message.Message):
 Global___MarkPayoutPaidRequest: _TypeAlias = MarkPayoutPaidRequest  # noqa: Y015
 
 @_typing.final
+class FailPayoutRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAYOUT_ID_FIELD_NUMBER: _builtins.int
+    FAILURE_FIELD_NUMBER: _builtins.int
+    payout_id: _builtins.str
+    @_builtins.property
+    def failure(self) -> Global___PayoutFailure:
+        """Required, with a code other than UNSPECIFIED."""
+
+    def __init__(
+        self,
+        *,
+        payout_id: _builtins.str = ...,
+        failure: Global___PayoutFailure | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["failure", b"failure"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["failure", b"failure", "payout_id", b"payout_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FailPayoutRequest: _TypeAlias = FailPayoutRequest  # noqa: Y015
+
+@_typing.final
 class ListPayoutsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -411,18 +495,24 @@ class PayoutStatusChanged(_message.Message):
 
     STATUS_FIELD_NUMBER: _builtins.int
     DETAILS_FIELD_NUMBER: _builtins.int
+    FAILURE_FIELD_NUMBER: _builtins.int
     status: Global___PayoutStatus.ValueType
     details: _builtins.str
     """The cancel details, for a cancellation."""
+    @_builtins.property
+    def failure(self) -> Global___PayoutFailure:
+        """Why, for a failure."""
+
     def __init__(
         self,
         *,
         status: Global___PayoutStatus.ValueType = ...,
         details: _builtins.str = ...,
+        failure: Global___PayoutFailure | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["failure", b"failure"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["details", b"details", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["details", b"details", "failure", b"failure", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

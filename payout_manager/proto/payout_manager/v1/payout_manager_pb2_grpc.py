@@ -69,6 +69,11 @@ class PayoutManagementStub:
                 request_serializer=payout__manager_dot_v1_dot_payout__manager__pb2.GetPayoutEventsRequest.SerializeToString,
                 response_deserializer=payout__manager_dot_v1_dot_payout__manager__pb2.GetPayoutEventsResponse.FromString,
                 _registered_method=True)
+        self.FailPayout = channel.unary_unary(
+                '/payout_manager.v1.PayoutManagement/FailPayout',
+                request_serializer=payout__manager_dot_v1_dot_payout__manager__pb2.FailPayoutRequest.SerializeToString,
+                response_deserializer=payout__manager_dot_v1_dot_payout__manager__pb2.Payout.FromString,
+                _registered_method=True)
 
 
 class PayoutManagementServicer:
@@ -116,6 +121,13 @@ class PayoutManagementServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FailPayout(self, request, context):
+        """The bank or provider refused the money (UNPAID, PAID or CONFIRMED to FAILED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PayoutManagementServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -153,6 +165,11 @@ def add_PayoutManagementServicer_to_server(servicer, server):
                     servicer.GetPayoutEvents,
                     request_deserializer=payout__manager_dot_v1_dot_payout__manager__pb2.GetPayoutEventsRequest.FromString,
                     response_serializer=payout__manager_dot_v1_dot_payout__manager__pb2.GetPayoutEventsResponse.SerializeToString,
+            ),
+            'FailPayout': grpc.unary_unary_rpc_method_handler(
+                    servicer.FailPayout,
+                    request_deserializer=payout__manager_dot_v1_dot_payout__manager__pb2.FailPayoutRequest.FromString,
+                    response_serializer=payout__manager_dot_v1_dot_payout__manager__pb2.Payout.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -344,6 +361,33 @@ class PayoutManagement:
             '/payout_manager.v1.PayoutManagement/GetPayoutEvents',
             payout__manager_dot_v1_dot_payout__manager__pb2.GetPayoutEventsRequest.SerializeToString,
             payout__manager_dot_v1_dot_payout__manager__pb2.GetPayoutEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FailPayout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/payout_manager.v1.PayoutManagement/FailPayout',
+            payout__manager_dot_v1_dot_payout__manager__pb2.FailPayoutRequest.SerializeToString,
+            payout__manager_dot_v1_dot_payout__manager__pb2.Payout.FromString,
             options,
             channel_credentials,
             insecure,

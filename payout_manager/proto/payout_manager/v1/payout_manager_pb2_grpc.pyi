@@ -38,6 +38,8 @@ class PayoutManagementStub:
     MarkPayoutPaid: _grpc.UnaryUnaryMultiCallable[_payout_manager_pb2.MarkPayoutPaidRequest, _payout_manager_pb2.Payout]
     ListPayouts: _grpc.UnaryUnaryMultiCallable[_payout_manager_pb2.ListPayoutsRequest, _payout_manager_pb2.ListPayoutsResponse]
     GetPayoutEvents: _grpc.UnaryUnaryMultiCallable[_payout_manager_pb2.GetPayoutEventsRequest, _payout_manager_pb2.GetPayoutEventsResponse]
+    FailPayout: _grpc.UnaryUnaryMultiCallable[_payout_manager_pb2.FailPayoutRequest, _payout_manager_pb2.Payout]
+    """The bank or provider refused the money (UNPAID, PAID or CONFIRMED to FAILED)."""
 
 @_typing.type_check_only
 class PayoutManagementAsyncStub(PayoutManagementStub):
@@ -49,6 +51,8 @@ class PayoutManagementAsyncStub(PayoutManagementStub):
     MarkPayoutPaid: _aio.UnaryUnaryMultiCallable[_payout_manager_pb2.MarkPayoutPaidRequest, _payout_manager_pb2.Payout]  # type: ignore[assignment]
     ListPayouts: _aio.UnaryUnaryMultiCallable[_payout_manager_pb2.ListPayoutsRequest, _payout_manager_pb2.ListPayoutsResponse]  # type: ignore[assignment]
     GetPayoutEvents: _aio.UnaryUnaryMultiCallable[_payout_manager_pb2.GetPayoutEventsRequest, _payout_manager_pb2.GetPayoutEventsResponse]  # type: ignore[assignment]
+    FailPayout: _aio.UnaryUnaryMultiCallable[_payout_manager_pb2.FailPayoutRequest, _payout_manager_pb2.Payout]  # type: ignore[assignment]
+    """The bank or provider refused the money (UNPAID, PAID or CONFIRMED to FAILED)."""
 
 class PayoutManagementServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -99,5 +103,13 @@ class PayoutManagementServicer(metaclass=_abc_1.ABCMeta):
         request: _payout_manager_pb2.GetPayoutEventsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_payout_manager_pb2.GetPayoutEventsResponse, _abc.Awaitable[_payout_manager_pb2.GetPayoutEventsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def FailPayout(
+        self,
+        request: _payout_manager_pb2.FailPayoutRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payout_manager_pb2.Payout, _abc.Awaitable[_payout_manager_pb2.Payout]]:
+        """The bank or provider refused the money (UNPAID, PAID or CONFIRMED to FAILED)."""
 
 def add_PayoutManagementServicer_to_server(servicer: PayoutManagementServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
