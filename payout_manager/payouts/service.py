@@ -33,7 +33,8 @@ class Page:
     next_page_token: str
 
 
-def _batch(postings: tuple[CashFlowPosting, ...]) -> Batch:
+def hold_batch(postings: tuple[CashFlowPosting, ...]) -> Batch:
+    """The postings as the one batch a payout's plan holds (SPEC 1.1, CreatePayout step 5)."""
     return Batch(
         1,
         tuple(
@@ -113,7 +114,7 @@ class PayoutService:
         # (insufficient funds) stores nothing: no hold, no payout, no event.
         checked = settlement_accounts(payout.cash_flow)
         event = replace(event, event_id=self._new_id())
-        if self._storage.create(payout, event, _batch(payout.cash_flow), checked):
+        if self._storage.create(payout, event, hold_batch(payout.cash_flow), checked):
             return payout
         # A concurrent create with this id committed first: judge this call against it.
         winner = self._storage.payout(payout.payout_id)
@@ -236,7 +237,7 @@ class PayoutService:
             revert = None
             if change.accounting is Accounting.REVERT:
                 # A revert is never refused for lack of funds: no account of it is checked.
-                revert = _batch(tuple(p.reversed() for p in current.cash_flow))
+                revert = hold_batch(tuple(p.reversed() for p in current.cash_flow))
             event = replace(change.event, event_id=self._new_id())
             if self._storage.change(change.payout, event, change.accounting, revert):
                 return change.payout, True
