@@ -10,12 +10,10 @@ from __future__ import annotations
 import os
 import random
 import statistics
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -25,8 +23,10 @@ import pytest
 from support.books import dsn
 from support.events import Stack, outbox_size, relay_leaders, wait_for_empty_outbox
 from support.expired import preload_unpaid, statuses
+from support.faults import restart_postgres
 from support.metrics import scrape, value
 from support.payouts import Stub, confirm, create, mark_paid, refusal
+from support.repeated import Repeated
 
 from payout_manager import expiry
 from payout_manager.proto.accounter.v1 import accounter_pb2 as accounter_pb
@@ -34,6 +34,7 @@ from payout_manager.proto.accounter.v1 import accounter_pb2_grpc
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2 as pb
 from payout_manager.storage.audit import audit_books
 from payout_manager_testing.kafka import TestKafka
+from payout_manager_testing.postgres import scratch_postgres
 from payout_manager_testing.processes import free_port
 from payout_manager_testing.world import Shop
 
@@ -223,40 +224,68 @@ def test_a_confirm_racing_the_expiry_ends_in_exactly_one_of_the_two_serial_order
     assert audit_books(stack.database_url) == []
 
 
+def test_the_expiry_rides_out_a_database_restart_and_serve_keeps_serving(
+    kafka: TestKafka, tmp_path: Path
+) -> None:
+    # A PostgreSQL of this test's alone, so that restarting it troubles no other test.
+    with scratch_postgres("pm-test-expiry-") as postgres:
+        stack = Stack(postgres.url, kafka.bootstrap_servers, tmp_path)
+        try:
+            served = stack.serve(workers=1, env=expiring())
+            shop = stack.world.add_shop(funds=100 * COST)
+            stub = served.payouts
+            before = [create(stub, shop.party_id, shop.shop_id, PAYOUT) for _ in range(3)]
+            wait_for(
+                all_in(stub, [p.payout_id for p in before], pb.PAYOUT_STATUS_CANCELLED), WITHIN, "before"
+            )
+
+            restart_postgres(postgres)
+            after = [created_once_the_database_answers(stub, shop) for _ in range(3)]
+
+            wait_for(all_in(stub, [p.payout_id for p in after], pb.PAYOUT_STATUS_CANCELLED), WITHIN, "after")
+            for payout in before + after:
+                assert_expired_once(stub, payout)
+            assert served.process.popen.poll() is None
+            assert "expiry: database lost" in served.process.output()
+            assert audit_books(stack.database_url) == []
+        finally:
+            stack.close()
+
+
+def created_once_the_database_answers(stub: Stub, shop: Shop) -> pb.Payout:
+    """A create, retried while the service answers UNAVAILABLE (its pool meeting the restart)."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return create(stub, shop.party_id, shop.shop_id, PAYOUT, timeout=10)
+        except grpc.RpcError as error:
+            if error.code() is not grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 # --- a backlog ----------------------------------------------------------------------------------
 
 
-class Creates:
-    """Creates on one shop at a steady pace from a thread, each one's latency kept."""
+class Creates(Repeated):
+    """Creates on one shop at a steady pace, each one's latency kept: `run_for` here, or on a
+    thread for the `with` block."""
 
     PACE = 0.05
 
     def __init__(self, stub: Stub, shop: Shop) -> None:
+        super().__init__(self.PACE)
         self._stub, self._shop = stub, shop
         self.latencies: list[float] = []
         self.failures: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="creates")
 
     def run_for(self, count: int) -> Creates:
         for _ in range(count):
-            self._one()
+            self._tick()
             time.sleep(self.PACE)
         return self
 
-    def __enter__(self) -> Creates:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.PACE):
-            self._one()
-
-    def _one(self) -> None:
+    def _tick(self) -> None:
         start = time.monotonic()
         try:
             create(self._stub, self._shop.party_id, self._shop.shop_id, PAYOUT, timeout=10)
@@ -265,42 +294,36 @@ class Creates:
             return
         self.latencies.append(time.monotonic() - start)
 
-    def figures(self) -> str:
-        ms = sorted(1000 * s for s in self.latencies)
-        p95 = ms[int(0.95 * (len(ms) - 1))]
-        return f"{len(ms)} creates, p50 {statistics.median(ms):.1f} ms, p95 {p95:.1f} ms, max {ms[-1]:.1f} ms"
-
     def p95(self) -> float:
         return sorted(self.latencies)[int(0.95 * (len(self.latencies) - 1))]
 
+    def figures(self) -> str:
+        ms = sorted(1000 * s for s in self.latencies)
+        return (
+            f"{len(ms)} creates, p50 {statistics.median(ms):.1f} ms, p95 {1000 * self.p95():.1f} ms,"
+            f" max {ms[-1]:.1f} ms"
+        )
 
-class OutboxSampler:
-    """The outbox's size, sampled from a thread; `largest` is the most it held."""
+
+class OutboxSampler(Repeated):
+    """The outbox's size, sampled every `every` seconds; `largest` is the most it held."""
 
     def __init__(self, database_url: str, every: float = 0.1) -> None:
-        self._database_url, self._every = database_url, every
+        super().__init__(every)
+        self._connection = psycopg2.connect(dsn(database_url))
+        self._connection.autocommit = True
         self.largest = 0
         self.samples = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="outbox-sampler")
 
-    def __enter__(self) -> OutboxSampler:
-        self._thread.start()
-        return self
+    def _tick(self) -> None:
+        with self._connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM payout_event_outbox")
+            row = cursor.fetchone()
+        self.largest = max(self.largest, int(row[0]) if row else 0)
+        self.samples += 1
 
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        with closing(psycopg2.connect(dsn(self._database_url))) as connection:
-            connection.autocommit = True
-            with connection.cursor() as cursor:
-                while not self._stop.wait(self._every):
-                    cursor.execute("SELECT count(*) FROM payout_event_outbox")
-                    row = cursor.fetchone()
-                    self.largest = max(self.largest, int(row[0]) if row else 0)
-                    self.samples += 1
+    def _close(self) -> None:
+        self._connection.close()
 
 
 def cancelled(database_url: str, payout_ids: Sequence[str]) -> int:
