@@ -2,8 +2,9 @@
 
 With `--workers N` every worker is its own process: workers record into prometheus_client's
 multiprocess files, in a directory the serve process makes before it starts them, and the serve
-process serves their sum. It adds what only it knows: the relay's failed deliveries, and, read from
-the database at each scrape, payouts by status and the outbox's size and the age of its oldest event.
+process serves their sum. It adds what only it knows: the relay's failed deliveries, the payouts
+its expiry cancelled (the one process that leads the expiry counts them), and, read from the
+database at each scrape, payouts by status and the outbox's size and the age of its oldest event.
 """
 
 from __future__ import annotations
@@ -101,6 +102,18 @@ class RelayMetrics:
         self.failures.inc(count)
 
 
+class ExpiryMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.expirations = Counter(
+            "pm_payouts_expired",
+            "UNPAID payouts this process cancelled as expired (PM_UNPAID_PAYOUT_TTL)",
+            registry=registry,
+        )
+
+    def expired(self) -> None:
+        self.expirations.inc()
+
+
 class DatabaseCollector(Collector):
     """Payouts by status and the outbox, read from the database at each scrape."""
 
@@ -144,6 +157,7 @@ class MetricsServer:
             os.environ[MULTIPROCESS_DIR] = self._directory
             multiprocess.MultiProcessCollector(self.registry, path=self._directory)  # type: ignore[no-untyped-call]
         self.relay = RelayMetrics(self.registry)
+        self.expiry = ExpiryMetrics(self.registry)
         self._database = DatabaseCollector(database_url)
         self.registry.register(self._database)
         host, _, port = address.rpartition(":")

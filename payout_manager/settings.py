@@ -57,6 +57,8 @@ class Settings:
     kafka_sasl_mechanism: str | None = None
     kafka_sasl_username: str | None = None
     kafka_sasl_password: Secret | None = None
+    # Seconds after its creation that an UNPAID payout is cancelled as expired; None: never (SPEC 1.1).
+    unpaid_payout_ttl: int | None = None
 
     def require_database_url(self) -> URL:
         """PM_DATABASE_URL with the password of PM_DATABASE_PASSWORD_FILE, where set, for every connection.
@@ -107,10 +109,24 @@ def _positive_float(name: str, value: str) -> float:
     return number
 
 
-def _positive_int(name: str, value: str) -> int:
-    if not value.isdigit() or int(value) < 1:
-        raise SettingsError(f"{name} is malformed: {value!r} must be a positive whole number")
+def _positive_int(name: str, value: str, unit: str = "") -> int:
+    # ASCII digits only: str.isdigit takes '²', which int() refuses.
+    if not (value.isascii() and value.isdigit()) or int(value) < 1:
+        raise SettingsError(f"{name} is malformed: {value!r} must be a positive whole number{unit}")
     return int(value)
+
+
+# A century: any longer is never, and would overflow the date arithmetic.
+_MAX_TTL = 100 * 365 * 24 * 3600
+
+
+def _ttl(name: str, value: str) -> int:
+    seconds = _positive_int(name, value, " of seconds")
+    if seconds > _MAX_TTL:
+        raise SettingsError(
+            f"{name} is malformed: {value!r} seconds is more than a century; unset it for never"
+        )
+    return seconds
 
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -325,6 +341,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
     servers = get("PM_KAFKA_BOOTSTRAP_SERVERS")
     metrics = get("PM_METRICS_ADDRESS")
     policy = get("PM_AUTH_POLICY_FILE")
+    ttl = get("PM_UNPAID_PAYOUT_TTL")
     defaults = Settings(database_url=None)
     tls = _pem_files(
         get,
@@ -364,4 +381,5 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         allow_insecure=_boolean("PM_ALLOW_INSECURE", get("PM_ALLOW_INSECURE") or "false"),
         auth_policy_file=_readable_file("PM_AUTH_POLICY_FILE", policy) if policy else None,
         **_kafka_security(get),
+        unpaid_payout_ttl=_ttl("PM_UNPAID_PAYOUT_TTL", ttl) if ttl else None,
     )

@@ -26,6 +26,7 @@ from grpc_reflection.v1alpha import reflection_pb2
 from sqlalchemy import Column, ForeignKeyConstraint, Table, UniqueConstraint
 from sqlalchemy.dialects.postgresql.base import PGDialect
 
+from payout_manager import expiry
 from payout_manager.api import server
 from payout_manager.events import relay
 from payout_manager.proto.accounter.v1 import accounter_pb2
@@ -113,6 +114,7 @@ def architecture(package_dir: Path = PACKAGE_DIR) -> str:
     out.append(f'    subgraph serve["payout-manager serve, {settings.grpc_address}"]')
     out.extend(f'        {node_id(service)}["{service.full_name}"]' for service in SERVED)
     out.append('        relay["event relay<br/>one leader per database"]')
+    out.append('        expiry["expiry of UNPAID payouts<br/>PM_UNPAID_PAYOUT_TTL, one leader per database"]')
     metrics_where = settings.metrics_address or "PM_METRICS_ADDRESS, off by default"
     out.append(f'        metrics["Prometheus metrics<br/>{metrics_where}"]')
     out.append("    end")
@@ -141,6 +143,9 @@ def architecture(package_dir: Path = PACKAGE_DIR) -> str:
     out.append(f'    relay -->|"reads in id order,<br/>deletes what Kafka acked"| {OUTBOX}')
     out.append(f'    relay -->|"event payloads"| {PAYOUTS}')
     out.append(f'    relay -->|"{message_type}<br/>key = payout id"| topic')
+    out.append(f'    expiry -->|"cancels UNPAID payouts past the TTL,<br/>with their events"| {PAYOUTS}')
+    out.append(f'    expiry -->|"rolls back their holds"| {LEDGER}')
+    out.append(f'    expiry -->|"pauses while over {expiry.OUTBOX_LIMIT} events wait"| {OUTBOX}')
     out.append('    topic -->|"consumer group"| consumers')
     out.append('    prometheus -->|"scrape"| metrics')
     out.append(f'    metrics -->|"payouts by status"| {PAYOUTS}')

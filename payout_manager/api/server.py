@@ -2,9 +2,10 @@
 
 `serve` runs one process, or `--workers N` processes that share the port with SO_REUSEPORT (the
 kernel spreads connections among them). The serving process (the parent, with workers) also runs
-the event relay when Kafka is set. SIGTERM: health NOT_SERVING, in-flight calls finish within the
-grace period, then the relay hands its last batch over, then the resources close. Workers whose
-parent dies (SIGKILL) stop too.
+the jobs that lead across every `serve`: the event relay when Kafka is set, the expiry of UNPAID
+payouts when PM_UNPAID_PAYOUT_TTL is. SIGTERM: health NOT_SERVING, in-flight calls finish within
+the grace period, then the expiry stops, then the relay hands its last batch over, then the
+resources close. Workers whose parent dies (SIGKILL) stop too.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import threading
 from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
+from datetime import timedelta
 from types import FrameType
 
 import grpc
@@ -32,6 +34,7 @@ from payout_manager.api.handlers import method_names, service_handler
 from payout_manager.api.payout_management import PayoutManagementServicer
 from payout_manager.events.kafka_config import KafkaConnection
 from payout_manager.events.relay import Relay
+from payout_manager.expiry import Expiry
 from payout_manager.metrics import CallMetrics, MetricsServer
 from payout_manager.payouts.service import PayoutService
 from payout_manager.proto.accounter.v1 import accounter_pb2
@@ -82,12 +85,7 @@ def build_server(
     if metrics is not None:
         metrics.watch_pool(engine, settings.database_pool_size)
     database = Database(engine)
-    party_management = PartyManagementClient(
-        settings.party_management_address,
-        call_timeout=settings.party_management_timeout,
-        on_retry=None if metrics is None else metrics.retried,
-        credentials=tls.party_management_credentials(settings),
-    )
+    party_management = _party_management(settings, None if metrics is None else metrics.retried)
     payouts = PayoutService(SqlStorage(database), party_management)
 
     # One thread per pooled connection (plus overflow): more threads would only queue on the pool.
@@ -126,6 +124,15 @@ def build_server(
     return RunningServer(server, port, health_servicer, database, party_management)
 
 
+def _party_management(settings: Settings, on_retry: Callable[[], None] | None) -> PartyManagementClient:
+    return PartyManagementClient(
+        settings.party_management_address,
+        call_timeout=settings.party_management_timeout,
+        on_retry=on_retry,
+        credentials=tls.party_management_credentials(settings),
+    )
+
+
 def _on_stop_signals(stop: threading.Event) -> None:
     def handle(signum: int, frame: FrameType | None) -> None:
         stop.set()
@@ -156,29 +163,59 @@ def run_worker(
     running.stop(settings.shutdown_grace)
 
 
-class _RelayThread:
-    """The event relay on a thread of the serving process, when Kafka is set."""
+class _Job:
+    """A job of the serving process (the relay, the expiry) on a thread of its own."""
 
-    def __init__(self, settings: Settings, on_failed: Callable[[int], None] | None) -> None:
+    def __init__(
+        self, name: str, run: Callable[[threading.Event], None], close: Callable[[], None] = lambda: None
+    ) -> None:
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        if settings.kafka_bootstrap_servers is None:
-            log.warning("PM_KAFKA_BOOTSTRAP_SERVERS is not set: events wait in the database until it is")
-            return
-        relay = Relay(
-            settings.require_database_url(),
-            KafkaConnection.from_settings(settings),
-            settings.kafka_topic,
-            drain_timeout=settings.shutdown_grace,
-            on_failed=on_failed,
-        )
-        self._thread = threading.Thread(target=relay.run, args=(self._stop,), name="relay", daemon=True)
+        self._close = close
+        self._thread = threading.Thread(target=run, args=(self._stop,), name=name, daemon=True)
         self._thread.start()
 
     def stop(self, grace: float) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(grace + 1)
+        self._thread.join(grace + 1)
+        self._close()
+
+
+def _relay(settings: Settings, on_failed: Callable[[int], None] | None) -> _Job | None:
+    """The event relay, when Kafka is set."""
+    if settings.kafka_bootstrap_servers is None:
+        log.warning("PM_KAFKA_BOOTSTRAP_SERVERS is not set: events wait in the database until it is")
+        return None
+    relay = Relay(
+        settings.require_database_url(),
+        KafkaConnection.from_settings(settings),
+        settings.kafka_topic,
+        drain_timeout=settings.shutdown_grace,
+        on_failed=on_failed,
+    )
+    return _Job("relay", relay.run)
+
+
+def _expiry(settings: Settings, on_expired: Callable[[], None] | None) -> _Job | None:
+    """The expiry of UNPAID payouts, when PM_UNPAID_PAYOUT_TTL is set; its cancels are the service's own."""
+    if settings.unpaid_payout_ttl is None:
+        return None
+    database_url = settings.require_database_url()
+    # One expiry at a time: one connection for its changes. PartyManagement is never called by an
+    # expiry; the client connects only when it is.
+    database = Database(create_database_engine(database_url, pool_size=1))
+    party_management = _party_management(settings, None)
+    expiry = Expiry(
+        database_url,
+        PayoutService(SqlStorage(database), party_management),
+        timedelta(seconds=settings.unpaid_payout_ttl),
+        on_expired=on_expired,
+    )
+
+    def close() -> None:
+        party_management.close()
+        database.dispose()
+
+    return _Job("expiry", expiry.run, close)
 
 
 def _resolve_port(address: str) -> str:
@@ -191,7 +228,7 @@ def _resolve_port(address: str) -> str:
 
 
 def serve(settings: Settings, *, address: str, workers: int) -> None:
-    """Serves in this process, or in `workers` processes sharing one port; relays events here."""
+    """Serves in this process, or in `workers` processes sharing one port; runs the jobs here."""
     # Checked here, once, so that a bad setting stops serve with one line before any worker starts.
     tls.check_plaintext_allowed(settings, address)
     tls.server_credentials(settings)
@@ -204,7 +241,8 @@ def serve(settings: Settings, *, address: str, workers: int) -> None:
     metrics = None
     if settings.metrics_address is not None:
         metrics = MetricsServer(settings.metrics_address, database_url, workers=workers)
-    relay = _RelayThread(settings, None if metrics is None else metrics.relay.failed)
+    relay = _relay(settings, None if metrics is None else metrics.relay.failed)
+    expiry = _expiry(settings, None if metrics is None else metrics.expiry.expired)
     try:
         if workers == 1:
             calls = None if metrics is None else CallMetrics(metrics.registry)
@@ -212,7 +250,10 @@ def serve(settings: Settings, *, address: str, workers: int) -> None:
         else:
             _run_workers(settings, _resolve_port(address), workers, stop, metrics)
     finally:
-        relay.stop(settings.shutdown_grace)
+        # The expiry first, so that the relay hands over the events of its last cancels too.
+        for job in (expiry, relay):
+            if job is not None:
+                job.stop(settings.shutdown_grace)
         if metrics is not None:
             metrics.stop()
 

@@ -1,11 +1,10 @@
 """The relay: publishes the outbox to Kafka, in order per payout, and clears what the broker took.
 
 Every `serve` process runs one relay; they share the database and exactly one of them leads at a
-time: the one holding a session-level advisory lock on its own connection. When that process
-dies, PostgreSQL ends its session, the lock is free, and a standby takes over within
-`STANDBY_INTERVAL`. The leader loops: read up to `BATCH_SIZE` outbox rows in id order, produce
-them (key = payout id, so a payout's events share a partition), wait for every delivery report,
-then delete the rows the broker acknowledged. A row leaves the outbox only after its delivery
+time (`storage.leadership`: a session-level advisory lock on its own connection; a standby takes
+over when the leading process dies). The leader loops: read up to `BATCH_SIZE` outbox rows in id
+order, produce them (key = payout id, so a payout's events share a partition), wait for every
+delivery report, then delete the rows the broker acknowledged. A row leaves the outbox only after its delivery
 report says so; a crash between the two publishes it again (at least once, as SPEC 3 says).
 
 Order: the producer is idempotent with no message timeout, so librdkafka retries a message until
@@ -25,28 +24,25 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import psycopg2
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
-from sqlalchemy import Connection, Engine, create_engine, text
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.pool import NullPool
+from sqlalchemy import Connection
 
 from payout_manager.events.kafka_config import KafkaConnection, client_config
-from payout_manager.storage.database import DatabaseUrl, sqlalchemy_url
+from payout_manager.storage.database import DatabaseUrl
+from payout_manager.storage.leadership import Leadership, lock_key
 from payout_manager.storage.outbox import Outbox, PendingEvent
 
 log = logging.getLogger(__name__)
 
-# pg_try_advisory_lock key of the relay's leadership ("pm-relay" in ASCII); advisory locks are
-# per database, so each database has its own leader.
-LEADER_LOCK_KEY = 0x706D2D72656C6179
+# The advisory lock key of the relay's leadership; advisory locks are per database, so each
+# database has its own leader.
+LEADER_LOCK_KEY = lock_key("pm-relay")
 BATCH_SIZE = 500
-# How often an idle leader looks for new rows, and a standby for a vacant leadership.
+# How often an idle leader looks for new rows.
 POLL_INTERVAL = 0.02
-STANDBY_INTERVAL = 0.5
-# Back-off after a failure (database lost, undelivered messages): doubles up to the maximum.
+# A payout's back-off after the broker refused one of its events: doubles up to the maximum.
 BACKOFF_MIN = 0.2
 BACKOFF_MAX = 5.0
 # How often a leader waiting on an absent broker says so, and how often one Kafka error is logged.
@@ -162,14 +158,7 @@ class Relay:
     ) -> None:
         """`on_failed` is told how many events of a batch the broker refused or failed to take."""
         self._on_failed = on_failed
-        # No pool: closing the connection must end the session, and with it the leadership.
-        self._engine: Engine = create_engine(
-            sqlalchemy_url(database_url),
-            poolclass=NullPool,
-            # Each statement commits at once: the relay holds no transaction open while it waits.
-            isolation_level="AUTOCOMMIT",
-            connect_args={"connect_timeout": 5, "application_name": "payout-manager-relay"},
-        )
+        self._leadership = Leadership(database_url, key=LEADER_LOCK_KEY, job="relay")
         self._kafka = kafka
         self._topic = topic
         self._batch_size = batch_size
@@ -182,33 +171,10 @@ class Relay:
         self._acknowledged: list[int] = []
 
     def run(self, stop: threading.Event) -> None:
-        backoff = BACKOFF_MIN
-        while not stop.is_set():
-            try:
-                with self._engine.connect() as connection:
-                    self._stand_by_then_lead(connection, stop)
-                backoff = BACKOFF_MIN
-            except (DBAPIError, psycopg2.OperationalError, psycopg2.InterfaceError) as error:
-                cause = error.orig if isinstance(error, DBAPIError) else error
-                log.warning("relay: database lost (%s); retrying in %.1f s", type(cause).__name__, backoff)
-                stop.wait(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX)
-            except Exception:
-                log.exception("relay: unexpected failure; retrying in %.1f s", backoff)
-                stop.wait(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX)
-        self._engine.dispose()
-
-    def _stand_by_then_lead(self, connection: Connection, stop: threading.Event) -> None:
-        """Waits on `connection` until the leadership is free, then leads until `stop`."""
-        while not stop.is_set():
-            if connection.scalar(text("SELECT pg_try_advisory_lock(:key)"), {"key": LEADER_LOCK_KEY}):
-                log.info("relay: leading, publishing to %s", self._topic)
-                self._lead(connection, stop)
-                return
-            stop.wait(STANDBY_INTERVAL)
+        self._leadership.run(stop, self._lead)
 
     def _lead(self, connection: Connection, stop: threading.Event) -> None:
+        log.info("relay: publishing to %s", self._topic)
         self._ensure_topic()
         outbox = Outbox(connection)
         self._clear(outbox, self._acknowledged)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-from payout_manager.access.caller import Caller
+from payout_manager.access.caller import Caller, job
 from payout_manager.accounting.rules import Batch, Posting
 from payout_manager.errors import Reason, Refusal
 from payout_manager.payouts import listing, model, validation
@@ -22,6 +22,10 @@ from payout_manager.payouts.ports import (
     UnitOfWork,
 )
 
+# Who cancels an expired payout, and the cancel details it gives (SPEC 1.1, Expiry).
+EXPIRY = job("expiry")
+EXPIRED = "expired"
+
 
 @dataclass(frozen=True)
 class Page:
@@ -29,7 +33,8 @@ class Page:
     next_page_token: str
 
 
-def _batch(postings: tuple[CashFlowPosting, ...]) -> Batch:
+def hold_batch(postings: tuple[CashFlowPosting, ...]) -> Batch:
+    """The postings as the one batch a payout's plan holds (SPEC 1.1, CreatePayout step 5)."""
     return Batch(
         1,
         tuple(
@@ -109,7 +114,7 @@ class PayoutService:
         # (insufficient funds) stores nothing: no hold, no payout, no event.
         checked = settlement_accounts(payout.cash_flow)
         event = replace(event, event_id=self._new_id())
-        if self._storage.create(payout, event, _batch(payout.cash_flow), checked):
+        if self._storage.create(payout, event, hold_batch(payout.cash_flow), checked):
             return payout
         # A concurrent create with this id committed first: judge this call against it.
         winner = self._storage.payout(payout.payout_id)
@@ -130,6 +135,20 @@ class PayoutService:
         """The bank or provider refused the money: the hold rolled back, or a confirm reverted."""
         validation.check_details(failure.details, "failure.details")
         return self._change(payout_id, PayoutStatus.FAILED, caller, failure=failure)
+
+    def expire(self, payout_id: str, ttl: timedelta) -> Payout | None:
+        """Cancels the payout as expired if it is UNPAID and older than `ttl`: the cancelled payout.
+
+        None, and nothing done, when it is not (or no longer) both. The decision stands only at the
+        revision it was made on: a confirm or a mark-paid that lands first is read again, and the
+        payout left as it made it, never cancelled (which would revert a confirmed one).
+        """
+
+        def expired(current: Payout) -> bool:
+            return current.status is PayoutStatus.UNPAID and current.created_at + ttl < self._clock()
+
+        payout, changed = self._changed(payout_id, PayoutStatus.CANCELLED, EXPIRY, EXPIRED, only_if=expired)
+        return payout if changed else None
 
     def get(self, payout_id: str, caller: Caller) -> Payout:
         validation.check_payout_id(payout_id)
@@ -201,12 +220,28 @@ class PayoutService:
         details: str = "",
         failure: PayoutFailure | None = None,
     ) -> Payout:
+        return self._changed(payout_id, target, caller, details, failure=failure)[0]
+
+    def _changed(
+        self,
+        payout_id: str,
+        target: PayoutStatus,
+        caller: Caller,
+        details: str = "",
+        *,
+        failure: PayoutFailure | None = None,
+        only_if: Callable[[Payout], bool] | None = None,
+    ) -> tuple[Payout, bool]:
+        """The payout after its change to `target`, and whether this call changed it (not a no-op,
+        and `only_if` held for the payout as read)."""
         validation.check_payout_id(payout_id)
         # Read, decide, then store the change if nothing changed the payout in between; else
         # read again. Each failed attempt means another change landed, and a payout changes at
         # most once per status, so this ends.
         for _ in range(len(PayoutStatus) + 1):
             current = self._visible_now(payout_id, caller)
+            if only_if is not None and not only_if(current):
+                return current, False
             change = model.transition(
                 current,
                 target,
@@ -216,14 +251,14 @@ class PayoutService:
                 failure=failure,
             )
             if change.event is None:
-                return current
+                return current, False
             revert = None
             if change.accounting is Accounting.REVERT:
                 # A revert is never refused for lack of funds: no account of it is checked.
-                revert = _batch(tuple(p.reversed() for p in current.cash_flow))
+                revert = hold_batch(tuple(p.reversed() for p in current.cash_flow))
             event = replace(change.event, event_id=self._new_id())
             if self._storage.change(change.payout, event, change.accounting, revert):
-                return change.payout
+                return change.payout, True
         raise AssertionError(f"payout {payout_id} kept changing under its change to {target.value}")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, bindparam, delete, select
+from sqlalchemy import Connection, bindparam, delete, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.types import BigInteger
 
@@ -18,6 +18,10 @@ _PENDING = (
     .join(payout_event_outbox, payout_event_outbox.c.event_row_id == payout_event.c.id)
     .order_by(payout_event_outbox.c.event_row_id)
     .limit(bindparam("limit"))
+)
+# Counts at most :limit + 1 rows, so it costs the same however long the outbox is.
+_HOLDS_MORE_THAN = select(func.count()).select_from(
+    select(payout_event_outbox.c.event_row_id).limit(bindparam("limit") + 1).subquery()
 )
 _CLEAR = delete(payout_event_outbox).where(
     payout_event_outbox.c.event_row_id == bindparam("ids", type_=ARRAY(BigInteger)).any_()
@@ -52,3 +56,7 @@ class Outbox:
     def mark_published(self, row_ids: Collection[int]) -> None:
         if row_ids:
             self._connection.execute(_CLEAR, {"ids": list(row_ids)})
+
+    def holds_more_than(self, limit: int) -> bool:
+        """Whether more than `limit` events wait for Kafka."""
+        return bool(self._connection.execute(_HOLDS_MORE_THAN, {"limit": limit}).scalar_one() > limit)

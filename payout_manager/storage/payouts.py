@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import psycopg2.extensions
-from sqlalchemy import Connection, Row, bindparam, select, tuple_
+from sqlalchemy import Connection, Row, bindparam, literal_column, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from payout_manager.events.codec import event_to_proto
@@ -97,6 +98,17 @@ _STORED_EVENT = (
     .cte("stored")
 )
 _ADD_EVENT = payout_event_outbox.insert().from_select(["event_row_id"], select(_STORED_EVENT.c.id))
+# The status is a literal, not a parameter, so that the planner takes the partial index of UNPAID
+# payouts (tables.payout's ix_payout_unpaid_created_at).
+_UNPAID_CREATED_BEFORE = (
+    select(payout.c.payout_id)
+    .where(
+        payout.c.status == literal_column(f"'{PayoutStatus.UNPAID.value}'"),
+        payout.c.created_at < bindparam("cutoff"),
+    )
+    .order_by(payout.c.created_at)
+    .limit(bindparam("limit"))
+)
 
 
 class Payouts:
@@ -164,6 +176,11 @@ class Payouts:
             )
         ).scalar_one_or_none()
         return None if payload is None else bytes(payload)
+
+    def unpaid_created_before(self, cutoff: datetime, limit: int) -> list[str]:
+        """The ids of up to `limit` UNPAID payouts created before `cutoff`, oldest first."""
+        rows = self._connection.execute(_UNPAID_CREATED_BEFORE, {"cutoff": cutoff, "limit": limit})
+        return [row.payout_id for row in rows]
 
     def list(self, where: PayoutFilter, after: Cursor | None, limit: int) -> list[Payout]:
         conditions = []

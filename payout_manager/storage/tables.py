@@ -151,6 +151,12 @@ payout = Table(
     Index(
         "ix_payout_party_shop_created", "party_id", "shop_id", text("created_at DESC"), text("payout_id DESC")
     ),
+    # The expiry's candidates, oldest first (payout_manager.expiry); only UNPAID ones, so small.
+    Index(
+        "ix_payout_unpaid_created_at",
+        "created_at",
+        postgresql_where=text(f"status = '{PayoutStatus.UNPAID.value}'"),
+    ),
 )
 
 payout_event = Table(

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import urllib.request
-
 import grpc
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
+from support.metrics import scrape, value
 from support.payouts import confirm, create
 from support.serving import StartServe
 
@@ -14,22 +12,6 @@ from payout_manager.proto.payout_manager.v1 import payout_manager_pb2 as pb
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2_grpc
 from payout_manager_testing.processes import free_port
 from payout_manager_testing.world import World
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def scrape(address: str) -> Samples:
-    with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -70,6 +52,7 @@ def test_a_scrape_shows_calls_payouts_outbox_and_pool(
     assert value(after, "pm_database_connections_in_use") == 0
     assert ("pm_party_management_retries_total", ()) in after
     assert ("pm_kafka_delivery_failures_total", ()) in after
+    assert ("pm_payouts_expired_total", ()) in after
 
 
 def test_without_the_setting_no_metrics_port_is_opened(start_serve: StartServe) -> None:

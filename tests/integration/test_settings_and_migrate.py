@@ -144,6 +144,7 @@ def test_malformed_database_url_stops_the_program_with_one_line_and_no_password(
         ("PM_PARTY_MANAGEMENT_ADDRESS", "host:notaport"),
         ("PM_PARTY_MANAGEMENT_TIMEOUT", "-1"),
         ("PM_PARTY_MANAGEMENT_TIMEOUT", "abc"),
+        ("PM_UNPAID_PAYOUT_TTL", "soon"),
     ],
 )
 def test_malformed_setting_stops_the_program_with_one_line_naming_it(
@@ -187,6 +188,7 @@ def test_load_gives_the_spec_defaults() -> None:
     assert loaded.kafka_topic == "pm-events-payout"
     assert loaded.party_management_timeout > 0
     assert loaded.shutdown_grace > 0
+    assert loaded.unpaid_payout_ttl is None
 
 
 def test_load_reads_every_setting_from_the_environment() -> None:
@@ -202,6 +204,7 @@ def test_load_reads_every_setting_from_the_environment() -> None:
             "PM_SHUTDOWN_GRACE": "4",
             "PM_METRICS_ADDRESS": "0.0.0.0:9100",
             "PM_LOG_LEVEL": "debug",
+            "PM_UNPAID_PAYOUT_TTL": "86400",
         }
     )
 
@@ -216,6 +219,7 @@ def test_load_reads_every_setting_from_the_environment() -> None:
         shutdown_grace=4.0,
         metrics_address="0.0.0.0:9100",
         log_level="DEBUG",
+        unpaid_payout_ttl=86_400,
     )
 
 
@@ -371,6 +375,12 @@ def test_require_database_url_names_the_missing_setting() -> None:
         ("PM_PARTY_MANAGEMENT_TLS_CERT_FILE", __file__),  # readable, but without its key
         ("PM_PARTY_MANAGEMENT_TLS_KEY_FILE", __file__),  # readable, but without its certificate
         ("PM_DATABASE_PASSWORD_FILE", "/nonexistent/password"),
+        ("PM_UNPAID_PAYOUT_TTL", "0"),
+        ("PM_UNPAID_PAYOUT_TTL", "-60"),
+        ("PM_UNPAID_PAYOUT_TTL", "1.5"),
+        ("PM_UNPAID_PAYOUT_TTL", "1h"),
+        ("PM_UNPAID_PAYOUT_TTL", "\u00b2"),  # a digit to str.isdigit, not to int()
+        ("PM_UNPAID_PAYOUT_TTL", "9" * 30),  # past any date
     ],
 )
 def test_load_refuses_a_malformed_setting_naming_it(setting: str, value: str) -> None:

@@ -171,14 +171,14 @@ def wait_for_empty_outbox(database_url: str, timeout: float) -> None:
         time.sleep(0.1)
 
 
-def relay_leaders(database_url: str) -> int:
-    """How many sessions hold the relay's leadership lock on this database."""
+def relay_leaders(database_url: str, key: int = LEADER_LOCK_KEY) -> int:
+    """How many sessions hold the relay's leadership lock (or another job's `key`) on this database."""
     with psycopg2.connect(dsn(database_url)) as connection, connection.cursor() as cursor:
         cursor.execute(
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
             " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
             " AND classid = %s AND objid = %s AND objsubid = 1",
-            (LEADER_LOCK_KEY >> 32, LEADER_LOCK_KEY & 0xFFFFFFFF),
+            (key >> 32, key & 0xFFFFFFFF),
         )
         row = cursor.fetchone()
         return int(row[0]) if row else 0

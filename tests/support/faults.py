@@ -5,44 +5,28 @@ from __future__ import annotations
 import random
 import subprocess
 import sys
-import threading
-from typing import Self
 
 import psycopg2
 import psycopg2.extensions
 
 from local_stack.postgres import LocalPostgres
 from support.books import dsn
+from support.repeated import Repeated
 
 
-class _RepeatedFault:
+class _RepeatedFault(Repeated):
     """A fault struck every `interval` seconds on a thread of its own, for the `with` block."""
 
     def __init__(self, interval: float) -> None:
-        self._interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=type(self).__name__, daemon=True)
+        super().__init__(interval)
         # How many things the fault hit (backends ended, connections reset).
         self.hits = 0
 
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._close()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            self.hits += self._strike()
+    def _tick(self) -> None:
+        self.hits += self._strike()
 
     def _strike(self) -> int:
         raise NotImplementedError
-
-    def _close(self) -> None:
-        pass
 
 
 class BackendTerminator(_RepeatedFault):

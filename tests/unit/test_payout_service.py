@@ -7,18 +7,27 @@ idempotent replay against conflict, the funds refusal, and which accounting each
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from support.fakes import FixedPartyManagement, MemoryStorage
 
 from payout_manager.access.caller import ANONYMOUS, Caller
-from payout_manager.accounting.rules import PlanStatus
+from payout_manager.accounting.rules import Batch, PlanStatus
 from payout_manager.errors import Code, Reason, Refusal
 from payout_manager.payouts.cash_flow import AccountType, CashFlowAccount, CashFlowPosting
-from payout_manager.payouts.model import FailureCode, PayoutFailure, PayoutRequest, PayoutStatus
+from payout_manager.payouts.model import (
+    Accounting,
+    FailureCode,
+    Payout,
+    PayoutEvent,
+    PayoutFailure,
+    PayoutRequest,
+    PayoutStatus,
+    PayoutStatusChanged,
+)
 from payout_manager.payouts.ports import PayoutFilter
 from payout_manager.payouts.service import PayoutService
 
@@ -365,3 +374,145 @@ def test_each_event_records_its_caller_and_the_payout_who_created_it(storage: Me
     events = storage.unit.payouts.stored_events["payout-1"]
     assert [e.initiator for e in events] == ["back-office", "treasury"]
     assert [e.payout.created_by for e in events] == ["back-office", "back-office"]
+
+
+# --- expiry (SPEC 1.1) --------------------------------------------------------------------------
+
+TTL = timedelta(hours=1)
+
+
+@dataclass
+class Clock:
+    now: datetime = NOW
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@dataclass
+class ChangedInBetween(MemoryStorage):
+    """MemoryStorage where `meanwhile` runs once, after the next change was decided, before it is stored:
+    another call's change landing between the read and the store."""
+
+    meanwhile: Callable[[], object] | None = None
+
+    def change(
+        self, changed: Payout, event: PayoutEvent, accounting: Accounting, revert: Batch | None
+    ) -> bool:
+        meanwhile, self.meanwhile = self.meanwhile, None
+        if meanwhile is not None:
+            meanwhile()
+        return super().change(changed, event, accounting, revert)
+
+
+def expiring(storage: MemoryStorage, clock: Clock) -> PayoutService:
+    ids = iter(f"event-{n}" for n in range(1_000))
+    return PayoutService(storage, terms_with_a_fee_of(10), clock=clock, new_id=lambda: next(ids))
+
+
+def test_expire_cancels_an_unpaid_payout_older_than_the_ttl_releasing_its_hold(
+    storage: MemoryStorage,
+) -> None:
+    clock = Clock()
+    payouts = expiring(storage, clock)
+    payouts.create(request(), ANONYMOUS)
+    clock.now = NOW + TTL + timedelta(seconds=1)
+
+    expired = payouts.expire("payout-1", TTL)
+
+    assert expired is not None
+    assert (expired.status, expired.cancel_details, expired.revision) == (
+        PayoutStatus.CANCELLED,
+        "expired",
+        2,
+    )
+    assert storage.unit.ledger.plans["payout_payout-1"].status is PlanStatus.ROLLED_BACK
+    assert available(storage, SETTLEMENT) == 10_000
+    last = storage.unit.payouts.stored_events["payout-1"][-1]
+    assert (last.initiator, last.change) == (
+        "payout-manager:expiry",
+        PayoutStatusChanged(PayoutStatus.CANCELLED, "expired"),
+    )
+
+
+def test_expire_leaves_a_payout_not_older_than_the_ttl(storage: MemoryStorage) -> None:
+    clock = Clock()
+    payouts = expiring(storage, clock)
+    payouts.create(request(), ANONYMOUS)
+    clock.now = NOW + TTL
+
+    assert payouts.expire("payout-1", TTL) is None
+    assert storage.unit.payouts.payouts["payout-1"].status is PayoutStatus.UNPAID
+    assert len(storage.unit.payouts.stored_events["payout-1"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "plan"),
+    [
+        (lambda p: p.mark_paid("payout-1", ANONYMOUS), PayoutStatus.PAID, PlanStatus.HOLD),
+        (lambda p: p.confirm("payout-1", ANONYMOUS), PayoutStatus.CONFIRMED, PlanStatus.COMMITTED),
+        (lambda p: p.cancel("payout-1", "gone", ANONYMOUS), PayoutStatus.CANCELLED, PlanStatus.ROLLED_BACK),
+    ],
+    ids=["paid", "confirmed", "cancelled"],
+)
+def test_expire_leaves_a_payout_that_is_not_unpaid_however_old(
+    storage: MemoryStorage, change: Callable[[PayoutService], object], status: PayoutStatus, plan: PlanStatus
+) -> None:
+    clock = Clock()
+    payouts = expiring(storage, clock)
+    payouts.create(request(), ANONYMOUS)
+    change(payouts)
+    clock.now = NOW + 100 * TTL
+
+    assert payouts.expire("payout-1", TTL) is None
+    assert storage.unit.payouts.payouts["payout-1"].status is status
+    assert storage.unit.ledger.plans["payout_payout-1"].status is plan
+    assert "revert_payout_payout-1" not in storage.unit.ledger.plans
+    assert len(storage.unit.payouts.stored_events["payout-1"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "plan", "initiator"),
+    [
+        (
+            lambda p: p.confirm("payout-1", ANONYMOUS),
+            PayoutStatus.CONFIRMED,
+            PlanStatus.COMMITTED,
+            "anonymous",
+        ),
+        (lambda p: p.mark_paid("payout-1", ANONYMOUS), PayoutStatus.PAID, PlanStatus.HOLD, "anonymous"),
+        (
+            lambda p: p.cancel("payout-1", "by hand", ANONYMOUS),
+            PayoutStatus.CANCELLED,
+            PlanStatus.ROLLED_BACK,
+            "anonymous",
+        ),
+        # Another leader's expiry, overlapping this one.
+        (
+            lambda p: p.expire("payout-1", TTL),
+            PayoutStatus.CANCELLED,
+            PlanStatus.ROLLED_BACK,
+            "payout-manager:expiry",
+        ),
+    ],
+    ids=["confirmed", "marked-paid", "cancelled", "expired"],
+)
+def test_a_change_landing_between_the_expirys_read_and_store_wins_and_expire_leaves_it(
+    change: Callable[[PayoutService], object], status: PayoutStatus, plan: PlanStatus, initiator: str
+) -> None:
+    storage = ChangedInBetween()
+    storage.unit.ledger.own[SETTLEMENT] = 10_000
+    clock = Clock()
+    payouts = expiring(storage, clock)
+    payouts.create(request(), ANONYMOUS)
+    clock.now = NOW + TTL + timedelta(seconds=1)
+    storage.meanwhile = lambda: change(payouts)
+
+    assert payouts.expire("payout-1", TTL) is None
+
+    assert storage.unit.payouts.payouts["payout-1"].status is status
+    assert storage.unit.ledger.plans["payout_payout-1"].status is plan
+    # Never a revert of a confirmed payout, never a second cancel.
+    assert "revert_payout_payout-1" not in storage.unit.ledger.plans
+    events = storage.unit.payouts.stored_events["payout-1"]
+    assert [(e.sequence_id, e.initiator) for e in events] == [(1, "anonymous"), (2, initiator)]
