@@ -311,7 +311,15 @@ FROM pl_payout p
 JOIN pl_shop s USING (shop_no)
 JOIN pl_flow f USING (shop_no, amount_no)
 JOIN pl_shape h USING (shape)
-ORDER BY p.n
+ORDER BY p.n;
+
+-- The service limit's count of each shop's UNPAID and PAID payouts, as the creates keep it.
+INSERT INTO shop_unresolved_payouts AS u (party_id, shop_id, unresolved)
+SELECT s.party_id, s.shop_id, count(*)
+FROM pl_payout p JOIN pl_shop s USING (shop_no) JOIN pl_shape h USING (shape)
+WHERE h.status IN ('UNPAID', 'PAID')
+GROUP BY s.party_id, s.shop_id
+ON CONFLICT (party_id, shop_id) DO UPDATE SET unresolved = u.unresolved + excluded.unresolved
 """
 
 # Each payout's plan (and a revert's), with the plan's nets on the slot each goes to: a checked

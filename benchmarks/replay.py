@@ -21,6 +21,7 @@ from pathlib import Path
 
 from sqlalchemy import Connection
 
+from benchmarks.limits import UNLIMITED
 from local_stack.postgres import create_database, postgres_bin_dir
 from payout_manager.accounting.rules import Batch, Posting
 from payout_manager.storage import migrations
@@ -50,7 +51,7 @@ SELECT pm_create_payout('r-' || :client_id || '-' || :r, 'party-' || :n, 'shop-'
   'payout_r-' || :client_id || '-' || :r, ARRAY[:settlement, :settlement]::bigint[],
   ARRAY[:payout_account, :fee_account]::bigint[], ARRAY[{amount}, {fee}]::bigint[],
   ARRAY['{currency}', '{currency}']::text[], ARRAY['payout', 'fee']::text[], ARRAY[:settlement]::bigint[],
-  gen_random_uuid(), decode(repeat('ab', {event_bytes}), 'hex'));
+  gen_random_uuid(), decode(repeat('ab', {event_bytes}), 'hex'), {max_unresolved});
 """
 
 
@@ -104,6 +105,7 @@ def script(*, base: int, fee_account: str) -> str:
         debit=AMOUNT + FEE,
         currency=CURRENCY,
         event_bytes=EVENT_BYTES,
+        max_unresolved=UNLIMITED,
     )
 
 

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from benchmarks.limits import UNLIMITED
 from clients.party_management.config import EXAMPLE_TERMS
 from local_stack.kafka import LocalKafka, java_available
 from local_stack.ports import free_port
@@ -197,6 +198,8 @@ def _started(
             "PM_DATABASE_URL": database_url,
             "PM_PARTY_MANAGEMENT_ADDRESS": party_address,
             "PM_KAFKA_TOPIC": topic,
+            # Every benchmark payout stays UNPAID: the service limit is set past what a run makes.
+            "PM_MAX_UNRESOLVED_PAYOUTS_PER_SHOP": str(UNLIMITED),
         }
         if bootstrap_servers:
             env["PM_KAFKA_BOOTSTRAP_SERVERS"] = bootstrap_servers

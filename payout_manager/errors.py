@@ -23,6 +23,7 @@ class Code(enum.Enum):
     UNAVAILABLE = "UNAVAILABLE"
     UNAUTHENTICATED = "UNAUTHENTICATED"
     PERMISSION_DENIED = "PERMISSION_DENIED"
+    RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
 
 
 class Reason(enum.StrEnum):
@@ -44,6 +45,7 @@ class Reason(enum.StrEnum):
     PAYOUT_TOOL_NOT_FOUND = "PAYOUT_TOOL_NOT_FOUND"
 
     PAYOUT_ALREADY_EXISTS = "PAYOUT_ALREADY_EXISTS"
+    PAYOUT_LIMIT_EXCEEDED = "PAYOUT_LIMIT_EXCEEDED"
 
     INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS"
     INVALID_PAYOUT_STATUS = "INVALID_PAYOUT_STATUS"
@@ -75,6 +77,7 @@ CODES: dict[Reason, Code] = {
     Reason.SHOP_NOT_FOUND: Code.NOT_FOUND,
     Reason.PAYOUT_TOOL_NOT_FOUND: Code.NOT_FOUND,
     Reason.PAYOUT_ALREADY_EXISTS: Code.ALREADY_EXISTS,
+    Reason.PAYOUT_LIMIT_EXCEEDED: Code.RESOURCE_EXHAUSTED,
     Reason.INSUFFICIENT_FUNDS: Code.FAILED_PRECONDITION,
     Reason.INVALID_PAYOUT_STATUS: Code.FAILED_PRECONDITION,
     Reason.INVALID_PLAN_STATE: Code.FAILED_PRECONDITION,
@@ -89,7 +92,7 @@ CODES: dict[Reason, Code] = {
 }
 
 
-# The SQLSTATEs the database's procedures refuse with (migrations/versions/0005): class PM is
+# The SQLSTATEs the database's procedures refuse with (migrations/versions/0005, 0008): class PM is
 # this service's own; 22003 (numeric_value_out_of_range) is a balance leaving bigint.
 SQLSTATES: dict[str, Reason] = {
     "PM001": Reason.INSUFFICIENT_FUNDS,
@@ -98,6 +101,7 @@ SQLSTATES: dict[str, Reason] = {
     "PM004": Reason.INVALID_PLAN_STATE,
     "PM005": Reason.PLAN_NOT_FOUND,
     "PM006": Reason.INVALID_PLAN_STATE,
+    "PM007": Reason.PAYOUT_LIMIT_EXCEEDED,
     "22003": Reason.AMOUNT_OUT_OF_RANGE,
 }
 

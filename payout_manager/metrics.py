@@ -24,7 +24,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import Connection, Engine, Row, event, text
 
-from payout_manager.errors import Refusal
+from payout_manager.errors import CODES, Reason, Refusal
 from payout_manager.payouts.model import PayoutStatus
 from payout_manager.storage.database import Database, DatabaseUrl, create_database_engine
 
@@ -41,6 +41,12 @@ _OUTBOX = text(
     """
 )
 PAYOUT_STATUSES = tuple(status.value for status in PayoutStatus)
+
+# The status code of the service limit's refusal, which the error table gives no other reason.
+_LIMIT_CODE = CODES[Reason.PAYOUT_LIMIT_EXCEEDED].value
+assert [reason for reason, code in CODES.items() if code.value == _LIMIT_CODE] == [
+    Reason.PAYOUT_LIMIT_EXCEEDED
+], "a limit refusal must be told apart by its code alone"
 
 
 class CallMetrics:
@@ -59,6 +65,11 @@ class CallMetrics:
             "Time to serve a gRPC call, by method",
             ["method"],
             buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.limit_refusals = Counter(
+            "pm_payout_limit_refusals",
+            "Creates refused because their shop was at PM_MAX_UNRESOLVED_PAYOUTS_PER_SHOP",
             registry=registry,
         )
         self.party_management_retries = Counter(
@@ -81,6 +92,8 @@ class CallMetrics:
 
     def observe(self, method: str, code: str, seconds: float) -> None:
         self.calls.labels(method, code).inc()
+        if code == _LIMIT_CODE:
+            self.limit_refusals.inc()
         self.latency.labels(method).observe(seconds)
 
     def retried(self) -> None:

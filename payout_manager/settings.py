@@ -16,6 +16,8 @@ from typing import TypedDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from payout_manager.payouts.model import DEFAULT_MAX_UNRESOLVED_PER_SHOP
+
 
 class SettingsError(Exception):
     """A setting is missing or malformed; the message is the one line to print."""
@@ -59,6 +61,8 @@ class Settings:
     kafka_sasl_password: Secret | None = None
     # Seconds after its creation that an UNPAID payout is cancelled as expired; None: never (SPEC 1.1).
     unpaid_payout_ttl: int | None = None
+    # A shop's payouts UNPAID or PAID at once; one more create is PAYOUT_LIMIT_EXCEEDED (SPEC 1.1).
+    max_unresolved_payouts_per_shop: int = DEFAULT_MAX_UNRESOLVED_PER_SHOP
 
     def require_database_url(self) -> URL:
         """PM_DATABASE_URL with the password of PM_DATABASE_PASSWORD_FILE, where set, for every connection.
@@ -127,6 +131,17 @@ def _ttl(name: str, value: str) -> int:
             f"{name} is malformed: {value!r} seconds is more than a century; unset it for never"
         )
     return seconds
+
+
+# More than anyone could mean, and well inside the procedure's bigint.
+_MAX_LIMIT = 1_000_000_000
+
+
+def _limit(name: str, value: str) -> int:
+    limit = _positive_int(name, value)
+    if limit > _MAX_LIMIT:
+        raise SettingsError(f"{name} is malformed: {value!r} is more than {_MAX_LIMIT:_}")
+    return limit
 
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -382,4 +397,8 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         auth_policy_file=_readable_file("PM_AUTH_POLICY_FILE", policy) if policy else None,
         **_kafka_security(get),
         unpaid_payout_ttl=_ttl("PM_UNPAID_PAYOUT_TTL", ttl) if ttl else None,
+        max_unresolved_payouts_per_shop=_limit(
+            "PM_MAX_UNRESOLVED_PAYOUTS_PER_SHOP",
+            get("PM_MAX_UNRESOLVED_PAYOUTS_PER_SHOP") or str(defaults.max_unresolved_payouts_per_shop),
+        ),
     )

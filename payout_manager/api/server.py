@@ -86,7 +86,11 @@ def build_server(
         metrics.watch_pool(engine, settings.database_pool_size)
     database = Database(engine)
     party_management = _party_management(settings, None if metrics is None else metrics.retried)
-    payouts = PayoutService(SqlStorage(database), party_management)
+    payouts = PayoutService(
+        SqlStorage(database),
+        party_management,
+        max_unresolved_per_shop=settings.max_unresolved_payouts_per_shop,
+    )
 
     # One thread per pooled connection (plus overflow): more threads would only queue on the pool.
     server = grpc.server(

@@ -23,6 +23,12 @@ class PayoutStatus(enum.Enum):
     FAILED = "FAILED"
 
 
+# Payouts whose money may still go either way: a shop may have only so many (SPEC 1.1's limit).
+UNRESOLVED = frozenset({PayoutStatus.UNPAID, PayoutStatus.PAID})
+# How many, unless PM_MAX_UNRESOLVED_PAYOUTS_PER_SHOP says otherwise.
+DEFAULT_MAX_UNRESOLVED_PER_SHOP = 1000
+
+
 class FailureCode(enum.Enum):
     """Why the bank or provider did not pay (payout_manager.v1.PayoutFailureCode)."""
 

@@ -91,12 +91,21 @@ class Storage(Protocol):
         """The payout as stored now, or None."""
         ...
 
-    def create(self, payout: Payout, event: PayoutEvent, batch: Batch, checked: Collection[int]) -> bool:
+    def create(
+        self,
+        payout: Payout,
+        event: PayoutEvent,
+        batch: Batch,
+        checked: Collection[int],
+        max_unresolved: int,
+    ) -> bool:
         """In one transaction: stores the new `payout`, holds `batch` in its plan and stores `event`.
 
-        False, and nothing stored, when a payout with its id exists. Refused (INSUFFICIENT_FUNDS),
-        storing nothing, when the minimum available amount of a `checked` account would fall
-        below zero.
+        False, and nothing stored, when a payout with its id exists. Refused
+        (PAYOUT_LIMIT_EXCEEDED), storing nothing, when its shop has `max_unresolved` payouts
+        UNPAID or PAID already; the change that resolves one gives its place back. Refused
+        (INSUFFICIENT_FUNDS), storing nothing, when the minimum available amount of a `checked`
+        account would fall below zero.
         """
         ...
 

@@ -12,7 +12,14 @@ from payout_manager.accounting.rules import Batch, Posting
 from payout_manager.errors import Reason, Refusal
 from payout_manager.payouts import listing, model, validation
 from payout_manager.payouts.cash_flow import CashFlowPosting, settlement_accounts, sum_payout
-from payout_manager.payouts.model import Accounting, Payout, PayoutFailure, PayoutRequest, PayoutStatus
+from payout_manager.payouts.model import (
+    DEFAULT_MAX_UNRESOLVED_PER_SHOP,
+    Accounting,
+    Payout,
+    PayoutFailure,
+    PayoutRequest,
+    PayoutStatus,
+)
 from payout_manager.payouts.ports import (
     Cursor,
     PartyManagement,
@@ -64,7 +71,9 @@ class PayoutService:
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+        max_unresolved_per_shop: int = DEFAULT_MAX_UNRESOLVED_PER_SHOP,
     ) -> None:
+        self._max_unresolved = max_unresolved_per_shop
         self._storage = storage
         self._party_management = party_management
         self._clock = clock
@@ -114,7 +123,7 @@ class PayoutService:
         # (insufficient funds) stores nothing: no hold, no payout, no event.
         checked = settlement_accounts(payout.cash_flow)
         event = replace(event, event_id=self._new_id())
-        if self._storage.create(payout, event, hold_batch(payout.cash_flow), checked):
+        if self._storage.create(payout, event, hold_batch(payout.cash_flow), checked, self._max_unresolved):
             return payout
         # A concurrent create with this id committed first: judge this call against it.
         winner = self._storage.payout(payout.payout_id)

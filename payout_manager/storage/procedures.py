@@ -29,7 +29,7 @@ _CREATE = (
     "SELECT pm_create_payout(%s::text, %s::text, %s::text, %s::text, %s::bigint, %s::timestamptz,"
     " %s::bigint, %s::text, %s::text, %s::bigint, %s::bigint, %s::text, %s::jsonb, %s::jsonb, %s::text,"
     " %s::text, %s::bigint[], %s::bigint[], %s::bigint[], %s::text[], %s::text[], %s::bigint[], %s::uuid,"
-    " %s::bytea)"
+    " %s::bytea, %s::bigint)"
 )
 _CHANGE = (
     "SELECT pm_change_payout(%s::text, %s::bigint, %s::text, %s::timestamptz, %s::text, %s::text,"
@@ -80,11 +80,17 @@ def _postings(batch: Batch) -> list[list[int] | list[str]]:
 
 
 def create_payout(
-    cursor: Cursor, payout: Payout, event: PayoutEvent, batch: Batch, checked: Collection[int]
+    cursor: Cursor,
+    payout: Payout,
+    event: PayoutEvent,
+    batch: Batch,
+    checked: Collection[int],
+    max_unresolved: int,
 ) -> bool:
     """Stores `payout` holding `batch` and its `event`; False, and nothing done, when it exists.
 
-    Refused with INSUFFICIENT_FUNDS when a `checked` account's minimum available amount would fall
+    Refused with PAYOUT_LIMIT_EXCEEDED when its shop has `max_unresolved` payouts UNPAID or PAID
+    already, with INSUFFICIENT_FUNDS when a `checked` account's minimum available amount would fall
     below zero.
     """
 
@@ -112,6 +118,7 @@ def create_payout(
                 sorted(checked),
                 event.event_id,
                 event_to_proto(event).SerializeToString(),
+                max_unresolved,
             ),
         )
         return bool(cursor.fetchone()[0])  # type: ignore[index]

@@ -181,3 +181,15 @@ payout_event_outbox = Table(
     metadata,
     Column("event_row_id", BigInteger, ForeignKey("payout_event.id"), primary_key=True),
 )
+
+# Each shop's payouts UNPAID or PAID (SPEC 1.1's service limit): a place is taken by the create
+# and given back by the change that resolves the payout, in their own transactions (migration 0008).
+shop_unresolved_payouts = Table(
+    "shop_unresolved_payouts",
+    metadata,
+    Column("party_id", Text, nullable=False),
+    Column("shop_id", Text, nullable=False),
+    Column("unresolved", BigInteger, nullable=False),
+    CheckConstraint("unresolved >= 0", name="not_negative"),
+    PrimaryKeyConstraint("party_id", "shop_id"),
+)

@@ -36,9 +36,16 @@ class SqlStorage:
     def payout(self, payout_id: str) -> Payout | None:
         return self._database.call(lambda cursor: fetch_payout(cursor, payout_id))
 
-    def create(self, payout: Payout, event: PayoutEvent, batch: Batch, checked: Collection[int]) -> bool:
+    def create(
+        self,
+        payout: Payout,
+        event: PayoutEvent,
+        batch: Batch,
+        checked: Collection[int],
+        max_unresolved: int,
+    ) -> bool:
         return self._database.call(
-            lambda cursor: procedures.create_payout(cursor, payout, event, batch, checked)
+            lambda cursor: procedures.create_payout(cursor, payout, event, batch, checked, max_unresolved)
         )
 
     def change(

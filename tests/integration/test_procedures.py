@@ -94,7 +94,7 @@ def _create(
         ),
     )
     return storage.create(
-        payout, replace(event, event_id=str(uuid.uuid4())), batch, [flow[0].source.account_id]
+        payout, replace(event, event_id=str(uuid.uuid4())), batch, [flow[0].source.account_id], 1_000
     )
 
 

@@ -145,6 +145,7 @@ def test_malformed_database_url_stops_the_program_with_one_line_and_no_password(
         ("PM_PARTY_MANAGEMENT_TIMEOUT", "-1"),
         ("PM_PARTY_MANAGEMENT_TIMEOUT", "abc"),
         ("PM_UNPAID_PAYOUT_TTL", "soon"),
+        ("PM_MAX_UNRESOLVED_PAYOUTS_PER_SHOP", "many"),
     ],
 )
 def test_malformed_setting_stops_the_program_with_one_line_naming_it(
@@ -205,6 +206,7 @@ def test_load_reads_every_setting_from_the_environment() -> None:
             "PM_METRICS_ADDRESS": "0.0.0.0:9100",
             "PM_LOG_LEVEL": "debug",
             "PM_UNPAID_PAYOUT_TTL": "86400",
+            "PM_MAX_UNRESOLVED_PAYOUTS_PER_SHOP": "25",
         }
     )
 
@@ -220,6 +222,7 @@ def test_load_reads_every_setting_from_the_environment() -> None:
         metrics_address="0.0.0.0:9100",
         log_level="DEBUG",
         unpaid_payout_ttl=86_400,
+        max_unresolved_payouts_per_shop=25,
     )
 
 
@@ -381,6 +384,9 @@ def test_require_database_url_names_the_missing_setting() -> None:
         ("PM_UNPAID_PAYOUT_TTL", "1h"),
         ("PM_UNPAID_PAYOUT_TTL", "\u00b2"),  # a digit to str.isdigit, not to int()
         ("PM_UNPAID_PAYOUT_TTL", "9" * 30),  # past any date
+        ("PM_MAX_UNRESOLVED_PAYOUTS_PER_SHOP", "0"),
+        ("PM_MAX_UNRESOLVED_PAYOUTS_PER_SHOP", "-5"),
+        ("PM_MAX_UNRESOLVED_PAYOUTS_PER_SHOP", "9" * 20),  # past the procedure's bigint
     ],
 )
 def test_load_refuses_a_malformed_setting_naming_it(setting: str, value: str) -> None:

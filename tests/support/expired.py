@@ -52,7 +52,7 @@ def preload_unpaid(database_url: str, templates: Sequence[str], each: int, creat
                     payout.created_by,
                     event_id=str(uuid.uuid4()),
                 )
-                assert procedures.create_payout(cursor, payout, event, batch, checked)
+                assert procedures.create_payout(cursor, payout, event, batch, checked, 1_000_000)
                 made.append(payout.payout_id)
         cursor.execute(
             "DELETE FROM payout_event_outbox o USING payout_event e"

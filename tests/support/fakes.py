@@ -19,7 +19,7 @@ from payout_manager.accounting.rules import Account, Batch, PlanStatus
 from payout_manager.errors import Reason, Refusal
 from payout_manager.events.codec import event_to_proto
 from payout_manager.payouts.cash_flow import CashFlowPosting
-from payout_manager.payouts.model import Accounting, Payout, PayoutEvent
+from payout_manager.payouts.model import UNRESOLVED, Accounting, Payout, PayoutEvent
 from payout_manager.payouts.ports import Cursor, PayoutFilter, UnitOfWork
 
 T = TypeVar("T")
@@ -159,10 +159,24 @@ class MemoryStorage:
     def payout(self, payout_id: str) -> Payout | None:
         return self.unit.payouts.get(payout_id)
 
-    def create(self, payout: Payout, event: PayoutEvent, batch: Batch, checked: Collection[int]) -> bool:
+    def create(
+        self,
+        payout: Payout,
+        event: PayoutEvent,
+        batch: Batch,
+        checked: Collection[int],
+        max_unresolved: int,
+    ) -> bool:
         def store(unit: MemoryUnitOfWork) -> bool:
             if not unit.payouts.add(payout):
                 return False
+            unresolved = [
+                p
+                for p in unit.payouts.payouts.values()
+                if (p.party_id, p.shop_id) == (payout.party_id, payout.shop_id) and p.status in UNRESOLVED
+            ]
+            if len(unresolved) > max_unresolved:
+                raise Refusal(Reason.PAYOUT_LIMIT_EXCEEDED, f"shop {payout.shop_id} is at its limit")
             accounts = unit.ledger.hold(payout.plan_id, batch, payout.created_at, checked=checked)
             for account_id in checked:
                 available = accounts[account_id].min_available_amount

@@ -516,3 +516,31 @@ def test_a_change_landing_between_the_expirys_read_and_store_wins_and_expire_lea
     assert "revert_payout_payout-1" not in storage.unit.ledger.plans
     events = storage.unit.payouts.stored_events["payout-1"]
     assert [(e.sequence_id, e.initiator) for e in events] == [(1, "anonymous"), (2, initiator)]
+
+
+def test_a_shop_at_its_limit_of_unresolved_payouts_is_refused_until_one_is_resolved(
+    storage: MemoryStorage,
+) -> None:
+    ids = iter(f"event-{n}" for n in range(100))
+    payouts = PayoutService(
+        storage,
+        terms_with_a_fee_of(10),
+        clock=lambda: NOW,
+        new_id=lambda: next(ids),
+        max_unresolved_per_shop=2,
+    )
+    payouts.create(request("payout-1"), ANONYMOUS)
+    payouts.create(request("payout-2"), ANONYMOUS)
+    payouts.mark_paid("payout-2", ANONYMOUS)
+
+    with pytest.raises(Refusal) as refused:
+        payouts.create(request("payout-3"), ANONYMOUS)
+    assert (refused.value.reason, refused.value.code) == (
+        Reason.PAYOUT_LIMIT_EXCEEDED,
+        Code.RESOURCE_EXHAUSTED,
+    )
+    assert storage.payout("payout-3") is None
+    assert "payout_payout-3" not in storage.unit.ledger.plans
+
+    payouts.cancel("payout-1", "", ANONYMOUS)
+    assert payouts.create(request("payout-3"), ANONYMOUS).status is PayoutStatus.UNPAID
