@@ -44,6 +44,19 @@ def create_request(request: pb.CreatePayoutRequest) -> PayoutRequest:
     )
 
 
+def quote_request(request: pb.QuotePayoutRequest) -> PayoutRequest:
+    """A quote asks what the create of the same fields would (no payout id, no metadata)."""
+    return PayoutRequest(
+        payout_id="",
+        party_id=request.party_id,
+        shop_id=request.shop_id,
+        amount=request.cash.amount,
+        currency=request.cash.currency,
+        payout_tool_id=request.payout_tool_id,
+        metadata={},
+    )
+
+
 def failure(request: pb.FailPayoutRequest) -> PayoutFailure:
     """The request's failure, refused without one or with a code other than a known failure's."""
     if not request.HasField("failure"):

@@ -9,7 +9,7 @@ import grpc
 from payout_manager.access.caller import Caller
 from payout_manager.api import convert
 from payout_manager.errors import FieldViolation, invalid
-from payout_manager.events.codec import payout_to_proto
+from payout_manager.events.codec import payout_to_proto, posting_to_proto
 from payout_manager.payouts import validation
 from payout_manager.payouts.service import PayoutService
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2 as pb
@@ -65,6 +65,19 @@ class PayoutManagementServicer:
         self, request: pb.FailPayoutRequest, caller: Caller, context: grpc.ServicerContext
     ) -> pb.Payout:
         return payout_to_proto(self._payouts.fail(request.payout_id, convert.failure(request), caller))
+
+    def QuotePayout(
+        self, request: pb.QuotePayoutRequest, caller: Caller, context: grpc.ServicerContext
+    ) -> pb.PayoutQuote:
+        quote = self._payouts.quote(convert.quote_request(request), caller, deadline=_deadline(context))
+        return pb.PayoutQuote(
+            amount=quote.amount,
+            fee=quote.fee,
+            cash_flow=[posting_to_proto(p) for p in quote.cash_flow],
+            payout_tool_id=quote.payout_tool_id,
+            available_amount=quote.available_amount,
+            sufficient=quote.sufficient,
+        )
 
     def ListPayouts(
         self, request: pb.ListPayoutsRequest, caller: Caller, context: grpc.ServicerContext

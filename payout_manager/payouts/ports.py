@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, TypeVar
 
-from payout_manager.accounting.rules import Batch
+from payout_manager.accounting.rules import Account, Batch
 from payout_manager.payouts.cash_flow import CashFlowPosting
 from payout_manager.payouts.model import Accounting, Payout, PayoutEvent, PayoutStatus
 
@@ -117,6 +117,10 @@ class Storage(Protocol):
         Only if the stored payout is still at the revision before `changed.revision`; False, and
         nothing stored, if not. `revert`: the batch a REVERT holds and commits in the revert plan.
         """
+        ...
+
+    def accounts(self, account_ids: Collection[int]) -> dict[int, Account]:
+        """The accounts that exist of `account_ids`, with their balances now."""
         ...
 
     def read(self, work: Callable[[UnitOfWork], T]) -> T:

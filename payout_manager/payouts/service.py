@@ -8,10 +8,10 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from payout_manager.access.caller import Caller, job
-from payout_manager.accounting.rules import Batch, Posting
-from payout_manager.errors import Reason, Refusal
+from payout_manager.accounting.rules import Batch, Posting, net_by_account
+from payout_manager.errors import FieldViolation, Reason, Refusal
 from payout_manager.payouts import listing, model, validation
-from payout_manager.payouts.cash_flow import CashFlowPosting, settlement_accounts, sum_payout
+from payout_manager.payouts.cash_flow import CashFlowPosting, PayoutSums, settlement_accounts, sum_payout
 from payout_manager.payouts.model import (
     DEFAULT_MAX_UNRESOLVED_PER_SHOP,
     Accounting,
@@ -21,6 +21,7 @@ from payout_manager.payouts.model import (
     PayoutStatus,
 )
 from payout_manager.payouts.ports import (
+    ComputedCashFlow,
     Cursor,
     PartyManagement,
     PayoutFilter,
@@ -32,6 +33,20 @@ from payout_manager.payouts.ports import (
 # Who cancels an expired payout, and the cancel details it gives (SPEC 1.1, Expiry).
 EXPIRY = job("expiry")
 EXPIRED = "expired"
+
+
+@dataclass(frozen=True)
+class Quote:
+    """What a create would hold now (SPEC 1.1 QuotePayout)."""
+
+    amount: int
+    fee: int
+    cash_flow: tuple[CashFlowPosting, ...]
+    payout_tool_id: str
+    # The shop's settlement account's minimum available amount now, before this payout.
+    available_amount: int
+    # Whether a create now would pass the funds check.
+    sufficient: bool
 
 
 @dataclass(frozen=True)
@@ -82,10 +97,7 @@ class PayoutService:
     def create(self, request: PayoutRequest, caller: Caller, *, deadline: float | None = None) -> Payout:
         """Creates an UNPAID payout holding its cash flow; idempotent on a given payout id."""
         validation.check_create(request)
-        if not caller.may_touch(request.party_id):
-            raise Refusal(
-                Reason.PARTY_NOT_ALLOWED, f"{caller.identity} may not pay out for party {request.party_id}"
-            )
+        _may_pay_out(request, caller)
         if not request.payout_id:
             request = replace(request, payout_id=self._new_id())
         else:
@@ -93,22 +105,7 @@ class PayoutService:
             if existing is not None:
                 return _replayed(existing, request)
 
-        cash_flow = self._party_management.compute_payout_cash_flow(
-            request.party_id,
-            request.shop_id,
-            request.amount,
-            request.currency,
-            request.payout_tool_id,
-            self._clock(),
-            deadline=deadline,
-        )
-        sums = sum_payout(cash_flow.postings)
-        if sums.amount <= 0:
-            raise Refusal(
-                Reason.INSUFFICIENT_FUNDS,
-                f"the payout's fees ({sums.fee}) leave nothing to pay out of {request.amount}",
-            )
-
+        cash_flow, sums = self._priced(request, deadline)
         payout, event = model.create(
             request,
             payout_tool_id=cash_flow.payout_tool_id,
@@ -129,6 +126,63 @@ class PayoutService:
         winner = self._storage.payout(payout.payout_id)
         assert winner is not None
         return _replayed(winner, request)
+
+    def quote(self, request: PayoutRequest, caller: Caller, *, deadline: float | None = None) -> Quote:
+        """What `request`'s create would hold now, by the same PartyManagement call and the same
+        rules, with its refusals; holds, stores and publishes nothing."""
+        validation.check_create(request)
+        _may_pay_out(request, caller)
+        cash_flow, sums = self._priced(request, deadline)
+        postings = cash_flow.postings
+        accounts = self._storage.accounts({a.account_id for p in postings for a in (p.source, p.destination)})
+        for position, posting in enumerate(postings):
+            for side in (posting.source, posting.destination):
+                found = accounts.get(side.account_id)
+                if found is None:
+                    raise Refusal(Reason.ACCOUNT_NOT_FOUND, f"account {side.account_id} does not exist")
+                if found.currency != posting.currency:
+                    raise Refusal(
+                        Reason.CURRENCY_MISMATCH,
+                        f"posting {position} is in {posting.currency};"
+                        f" account {found.id} is in {found.currency}",
+                        # Named as the create's refusal names it (storage.procedures.refused).
+                        (
+                            FieldViolation(
+                                f"batch.postings[{position}].currency", f"must be {found.currency}"
+                            ),
+                        ),
+                    )
+        checked = settlement_accounts(postings)
+        nets = net_by_account(hold_batch(postings).postings)
+        # The hold lowers an account's minimum available amount by its net debit, as the create's.
+        after = [accounts[a].min_available_amount + min(nets.get(a, 0), 0) for a in checked]
+        return Quote(
+            amount=sums.amount,
+            fee=sums.fee,
+            cash_flow=postings,
+            payout_tool_id=cash_flow.payout_tool_id,
+            available_amount=accounts[checked[0]].min_available_amount if checked else 0,
+            sufficient=all(available >= 0 for available in after),
+        )
+
+    def _priced(self, request: PayoutRequest, deadline: float | None) -> tuple[ComputedCashFlow, PayoutSums]:
+        """PartyManagement's cash flow for `request` and its sums; refused if nothing is paid out."""
+        cash_flow = self._party_management.compute_payout_cash_flow(
+            request.party_id,
+            request.shop_id,
+            request.amount,
+            request.currency,
+            request.payout_tool_id,
+            self._clock(),
+            deadline=deadline,
+        )
+        sums = sum_payout(cash_flow.postings)
+        if sums.amount <= 0:
+            raise Refusal(
+                Reason.INSUFFICIENT_FUNDS,
+                f"the payout's fees ({sums.fee}) leave nothing to pay out of {request.amount}",
+            )
+        return cash_flow, sums
 
     def confirm(self, payout_id: str, caller: Caller) -> Payout:
         return self._change(payout_id, PayoutStatus.CONFIRMED, caller)
@@ -269,6 +323,13 @@ class PayoutService:
             if self._storage.change(change.payout, event, change.accounting, revert):
                 return change.payout, True
         raise AssertionError(f"payout {payout_id} kept changing under its change to {target.value}")
+
+
+def _may_pay_out(request: PayoutRequest, caller: Caller) -> None:
+    if not caller.may_touch(request.party_id):
+        raise Refusal(
+            Reason.PARTY_NOT_ALLOWED, f"{caller.identity} may not pay out for party {request.party_id}"
+        )
 
 
 def _replayed(existing: Payout, request: PayoutRequest) -> Payout:

@@ -8,11 +8,12 @@ from typing import TypeVar
 
 from sqlalchemy import Connection
 
-from payout_manager.accounting.rules import Batch
+from payout_manager.accounting.rules import Account, Batch
 from payout_manager.payouts.model import Accounting, Payout, PayoutEvent
 from payout_manager.payouts.ports import UnitOfWork
 from payout_manager.storage import procedures
 from payout_manager.storage.database import Database
+from payout_manager.storage.ledger import Ledger
 from payout_manager.storage.payouts import Payouts, fetch_payout
 
 T = TypeVar("T")
@@ -54,6 +55,9 @@ class SqlStorage:
         return self._database.call(
             lambda cursor: procedures.change_payout(cursor, changed, event, accounting, revert)
         )
+
+    def accounts(self, account_ids: Collection[int]) -> dict[int, Account]:
+        return self._database.read(lambda connection: Ledger(connection).accounts(account_ids))
 
     def read(self, work: Callable[[UnitOfWork], T]) -> T:
         return self._database.read(lambda connection: work(_unit(connection)))

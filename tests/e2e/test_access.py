@@ -291,6 +291,23 @@ def test_a_principal_confined_to_party_1_finds_no_payout_of_party_2(secured: Sec
         grpc.StatusCode.PERMISSION_DENIED,
         "PARTY_NOT_ALLOWED",
     )
+    other = create_request(secured.party_2, "")
+    quote = pb.QuotePayoutRequest(party_id=other.party_id, shop_id=other.shop_id, cash=other.cash)
+    assert refused(lambda: back_office.QuotePayout(quote)) == (
+        grpc.StatusCode.PERMISSION_DENIED,
+        "PARTY_NOT_ALLOWED",
+    )
+    assert (
+        refused(
+            lambda: back_office.FailPayout(
+                pb.FailPayoutRequest(
+                    payout_id=targets["confirm"],
+                    failure=pb.PayoutFailure(code=pb.PAYOUT_FAILURE_CODE_DECLINED),
+                )
+            )
+        )
+        == not_found
+    )
 
     own = create(back_office, secured.party_1.party_id, secured.party_1.shop_id, 700, payout_id="party-1-own")
     secured.made[own.payout_id] = 2

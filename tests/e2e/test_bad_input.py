@@ -360,6 +360,23 @@ def fail_payout_requests(known: Known) -> st.SearchStrategy[pb.FailPayoutRequest
     return st.builds(pb.FailPayoutRequest, payout_id=payout_ids(known), failure=optional(failures))
 
 
+def quote_payout_requests(known: Known) -> st.SearchStrategy[pb.QuotePayoutRequest]:
+    """Quotes as random as the creates: any party, shop, cash and payout tool."""
+    return st.builds(
+        pb.QuotePayoutRequest,
+        party_id=st.one_of(st.sampled_from([known.shop.party_id, known.spent_shop.party_id]), texts()),
+        shop_id=st.one_of(st.sampled_from([known.shop.shop_id, known.spent_shop.shop_id]), texts()),
+        cash=optional(
+            st.builds(
+                party_pb.Cash,
+                amount=st.one_of(st.integers(0, FUNDS * 2), int64s()),
+                currency=st.one_of(st.just(CURRENCY), texts()),
+            )
+        ),
+        payout_tool_id=st.one_of(st.just(""), texts()),
+    )
+
+
 def _copies(value: Any, count: int) -> list[Any]:
     return [value] * count
 
@@ -592,6 +609,14 @@ def test_fail_payout_survives_random_requests(
 
 @properties
 @given(data=st.data())
+def test_quote_payout_survives_random_requests(
+    payouts: Payouts, known: Known, books: Books, data: st.DataObject
+) -> None:
+    prove_survives(data, quote_payout_requests(known), payouts.QuotePayout, books)
+
+
+@properties
+@given(data=st.data())
 def test_list_payouts_survives_random_requests(
     payouts: Payouts, known: Known, books: Books, data: st.DataObject
 ) -> None:
@@ -685,7 +710,7 @@ def test_raw_bytes_are_handled_or_refused_as_malformed(
 
 
 def test_the_properties_cover_every_rpc() -> None:
-    assert len(METHODS) == 14
+    assert len(METHODS) == 15
     tested = {name.removeprefix("test_").removesuffix("_survives_random_requests") for name in globals()}
     for method in METHODS:
         snake = "".join(f"_{c.lower()}" if c.isupper() else c for c in method.rsplit("/", 1)[1]).lstrip("_")

@@ -159,6 +159,9 @@ class MemoryStorage:
     def payout(self, payout_id: str) -> Payout | None:
         return self.unit.payouts.get(payout_id)
 
+    def accounts(self, account_ids: Collection[int]) -> dict[int, Account]:
+        return {account_id: self.unit.ledger.account(account_id) for account_id in account_ids}
+
     def create(
         self,
         payout: Payout,

@@ -544,3 +544,31 @@ def test_a_shop_at_its_limit_of_unresolved_payouts_is_refused_until_one_is_resol
 
     payouts.cancel("payout-1", "", ANONYMOUS)
     assert payouts.create(request("payout-3"), ANONYMOUS).status is PayoutStatus.UNPAID
+
+
+def test_a_quote_tells_what_the_create_would_hold_and_holds_nothing(storage: MemoryStorage) -> None:
+    payouts = service(storage)
+
+    enough = payouts.quote(request("", amount=9_990), ANONYMOUS)
+    short = payouts.quote(request("", amount=9_991), ANONYMOUS)
+
+    # 9_990 plus the fee of 10 is exactly the 10_000 the settlement account holds.
+    assert (enough.amount, enough.fee, enough.available_amount, enough.sufficient) == (
+        9_990,
+        10,
+        10_000,
+        True,
+    )
+    assert (short.available_amount, short.sufficient) == (10_000, False)
+    assert storage.unit.ledger.plans == {}
+    assert storage.unit.payouts.payouts == {}
+    assert storage.transactions == 0
+    made = payouts.create(request("payout-1", amount=9_990), ANONYMOUS)
+    assert (made.amount, made.fee, made.cash_flow) == (enough.amount, enough.fee, enough.cash_flow)
+
+
+def test_a_confined_caller_cannot_quote_for_another_party(storage: MemoryStorage) -> None:
+    with pytest.raises(Refusal) as refused:
+        service(storage).quote(request(""), OTHER_TENANT)
+
+    assert refused.value.reason is Reason.PARTY_NOT_ALLOWED

@@ -470,6 +470,78 @@ class GetPayoutEventsResponse(_message.Message):
 Global___GetPayoutEventsResponse: _TypeAlias = GetPayoutEventsResponse  # noqa: Y015
 
 @_typing.final
+class QuotePayoutRequest(_message.Message):
+    """What a CreatePayout with these fields would hold now; nothing is held, stored or published."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARTY_ID_FIELD_NUMBER: _builtins.int
+    SHOP_ID_FIELD_NUMBER: _builtins.int
+    CASH_FIELD_NUMBER: _builtins.int
+    PAYOUT_TOOL_ID_FIELD_NUMBER: _builtins.int
+    party_id: _builtins.str
+    shop_id: _builtins.str
+    payout_tool_id: _builtins.str
+    """Empty: the shop's default payout tool."""
+    @_builtins.property
+    def cash(self) -> _party_management_pb2.Cash: ...
+    def __init__(
+        self,
+        *,
+        party_id: _builtins.str = ...,
+        shop_id: _builtins.str = ...,
+        cash: _party_management_pb2.Cash | None = ...,
+        payout_tool_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cash", b"cash"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cash", b"cash", "party_id", b"party_id", "payout_tool_id", b"payout_tool_id", "shop_id", b"shop_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QuotePayoutRequest: _TypeAlias = QuotePayoutRequest  # noqa: Y015
+
+@_typing.final
+class PayoutQuote(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    FEE_FIELD_NUMBER: _builtins.int
+    CASH_FLOW_FIELD_NUMBER: _builtins.int
+    PAYOUT_TOOL_ID_FIELD_NUMBER: _builtins.int
+    AVAILABLE_AMOUNT_FIELD_NUMBER: _builtins.int
+    SUFFICIENT_FIELD_NUMBER: _builtins.int
+    amount: _builtins.int
+    """What would reach the merchant, and what the merchant would pay, in minor units."""
+    fee: _builtins.int
+    payout_tool_id: _builtins.str
+    available_amount: _builtins.int
+    """The shop's settlement account's min_available_amount now, before this payout."""
+    sufficient: _builtins.bool
+    """Whether a create now would pass the funds check: the settlement account's min_available_amount
+    after this payout's hold would not fall below zero.
+    """
+    @_builtins.property
+    def cash_flow(self) -> _containers.RepeatedCompositeFieldContainer[_party_management_pb2.CashFlowPosting]: ...
+    def __init__(
+        self,
+        *,
+        amount: _builtins.int = ...,
+        fee: _builtins.int = ...,
+        cash_flow: _abc.Iterable[_party_management_pb2.CashFlowPosting] | None = ...,
+        payout_tool_id: _builtins.str = ...,
+        available_amount: _builtins.int = ...,
+        sufficient: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "available_amount", b"available_amount", "cash_flow", b"cash_flow", "fee", b"fee", "payout_tool_id", b"payout_tool_id", "sufficient", b"sufficient"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PayoutQuote: _TypeAlias = PayoutQuote  # noqa: Y015
+
+@_typing.final
 class PayoutCreated(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -74,6 +74,11 @@ class PayoutManagementStub:
                 request_serializer=payout__manager_dot_v1_dot_payout__manager__pb2.FailPayoutRequest.SerializeToString,
                 response_deserializer=payout__manager_dot_v1_dot_payout__manager__pb2.Payout.FromString,
                 _registered_method=True)
+        self.QuotePayout = channel.unary_unary(
+                '/payout_manager.v1.PayoutManagement/QuotePayout',
+                request_serializer=payout__manager_dot_v1_dot_payout__manager__pb2.QuotePayoutRequest.SerializeToString,
+                response_deserializer=payout__manager_dot_v1_dot_payout__manager__pb2.PayoutQuote.FromString,
+                _registered_method=True)
 
 
 class PayoutManagementServicer:
@@ -128,6 +133,13 @@ class PayoutManagementServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def QuotePayout(self, request, context):
+        """What a create would hold now: amount, fee, cash flow, payout tool, funds.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PayoutManagementServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -170,6 +182,11 @@ def add_PayoutManagementServicer_to_server(servicer, server):
                     servicer.FailPayout,
                     request_deserializer=payout__manager_dot_v1_dot_payout__manager__pb2.FailPayoutRequest.FromString,
                     response_serializer=payout__manager_dot_v1_dot_payout__manager__pb2.Payout.SerializeToString,
+            ),
+            'QuotePayout': grpc.unary_unary_rpc_method_handler(
+                    servicer.QuotePayout,
+                    request_deserializer=payout__manager_dot_v1_dot_payout__manager__pb2.QuotePayoutRequest.FromString,
+                    response_serializer=payout__manager_dot_v1_dot_payout__manager__pb2.PayoutQuote.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -388,6 +405,33 @@ class PayoutManagement:
             '/payout_manager.v1.PayoutManagement/FailPayout',
             payout__manager_dot_v1_dot_payout__manager__pb2.FailPayoutRequest.SerializeToString,
             payout__manager_dot_v1_dot_payout__manager__pb2.Payout.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QuotePayout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/payout_manager.v1.PayoutManagement/QuotePayout',
+            payout__manager_dot_v1_dot_payout__manager__pb2.QuotePayoutRequest.SerializeToString,
+            payout__manager_dot_v1_dot_payout__manager__pb2.PayoutQuote.FromString,
             options,
             channel_credentials,
             insecure,

@@ -40,6 +40,8 @@ class PayoutManagementStub:
     GetPayoutEvents: _grpc.UnaryUnaryMultiCallable[_payout_manager_pb2.GetPayoutEventsRequest, _payout_manager_pb2.GetPayoutEventsResponse]
     FailPayout: _grpc.UnaryUnaryMultiCallable[_payout_manager_pb2.FailPayoutRequest, _payout_manager_pb2.Payout]
     """The bank or provider refused the money (UNPAID, PAID or CONFIRMED to FAILED)."""
+    QuotePayout: _grpc.UnaryUnaryMultiCallable[_payout_manager_pb2.QuotePayoutRequest, _payout_manager_pb2.PayoutQuote]
+    """What a create would hold now: amount, fee, cash flow, payout tool, funds."""
 
 @_typing.type_check_only
 class PayoutManagementAsyncStub(PayoutManagementStub):
@@ -53,6 +55,8 @@ class PayoutManagementAsyncStub(PayoutManagementStub):
     GetPayoutEvents: _aio.UnaryUnaryMultiCallable[_payout_manager_pb2.GetPayoutEventsRequest, _payout_manager_pb2.GetPayoutEventsResponse]  # type: ignore[assignment]
     FailPayout: _aio.UnaryUnaryMultiCallable[_payout_manager_pb2.FailPayoutRequest, _payout_manager_pb2.Payout]  # type: ignore[assignment]
     """The bank or provider refused the money (UNPAID, PAID or CONFIRMED to FAILED)."""
+    QuotePayout: _aio.UnaryUnaryMultiCallable[_payout_manager_pb2.QuotePayoutRequest, _payout_manager_pb2.PayoutQuote]  # type: ignore[assignment]
+    """What a create would hold now: amount, fee, cash flow, payout tool, funds."""
 
 class PayoutManagementServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -111,5 +115,13 @@ class PayoutManagementServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_payout_manager_pb2.Payout, _abc.Awaitable[_payout_manager_pb2.Payout]]:
         """The bank or provider refused the money (UNPAID, PAID or CONFIRMED to FAILED)."""
+
+    @_abc_1.abstractmethod
+    def QuotePayout(
+        self,
+        request: _payout_manager_pb2.QuotePayoutRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payout_manager_pb2.PayoutQuote, _abc.Awaitable[_payout_manager_pb2.PayoutQuote]]:
+        """What a create would hold now: amount, fee, cash flow, payout tool, funds."""
 
 def add_PayoutManagementServicer_to_server(servicer: PayoutManagementServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
