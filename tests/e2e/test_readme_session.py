@@ -74,6 +74,24 @@ def check_cancelled(_: re.Match[str], step: Step, __: Demo) -> None:
     assert step.json()["status"] == "PAYOUT_STATUS_CANCELLED", step.output
 
 
+def check_quote(match: re.Match[str], step: Step, _: Demo) -> None:
+    quote = step.json()
+    assert (quote["amount"], quote["fee"], str(quote.get("sufficient", False)).lower()) == (
+        match["amount"],
+        match["fee"],
+        match["sufficient"],
+    ), step.output
+
+
+def check_failed(match: re.Match[str], step: Step, _: Demo) -> None:
+    payout = step.json()
+    assert (payout["status"], payout["failure"]["code"], payout["revision"]) == (
+        "PAYOUT_STATUS_FAILED",
+        match["code"],
+        match["revision"],
+    ), step.output
+
+
 CLAIMS = (
     Claim(re.compile(r"the id makes the call safe to repeat"), "next", check_repeatable, repeat=True),
     Claim(
@@ -89,6 +107,18 @@ CLAIMS = (
     HOLD,
     Claim(re.compile(r"^reverts the confirmed payout$"), "previous", check_cancelled),
     REFUSAL,
+    Claim(
+        re.compile(
+            r"^quoted amount (?P<amount>\d+), fee (?P<fee>\d+), sufficient (?P<sufficient>true|false)$"
+        ),
+        "previous",
+        check_quote,
+    ),
+    Claim(
+        re.compile(r"^failed (?P<code>PAYOUT_FAILURE_CODE_\w+), revision (?P<revision>\d+)$"),
+        "previous",
+        check_failed,
+    ),
 )
 # One line of the events command's output as the README shows it: its sequence id and its change.
 EVENT_LINE = re.compile(
