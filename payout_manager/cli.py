@@ -7,7 +7,9 @@ import contextlib
 import os
 import sys
 from collections.abc import Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
+from typing import NoReturn
 
 from payout_manager import logs
 from payout_manager import settings as settings_module
@@ -28,7 +30,11 @@ def _parser() -> argparse.ArgumentParser:
     party.add_argument("--config", type=Path, required=True, help="the JSON file of parties and shops")
     party.add_argument("--address", help="HOST:PORT to listen on (default: PM_PARTY_MANAGEMENT_ADDRESS)")
 
-    events = commands.add_parser("events", help="read the topic and print each event as one JSON line")
+    events = commands.add_parser(
+        "events",
+        help="read the topic, print each event as one JSON line; `events republish` queues stored ones again",
+        description="Reads the topic and prints each event as one JSON line.",
+    )
     events.add_argument(
         "--from-beginning", action="store_true", help="start at the oldest event, not the newest"
     )
@@ -38,8 +44,64 @@ def _parser() -> argparse.ArgumentParser:
     )
     events.add_argument("--max-events", type=int, help="stop after printing this many events")
     events.add_argument("--idle-timeout", type=float, help="stop when no event arrives for this many seconds")
+    events_commands = events.add_subparsers(
+        dest="events_command", metavar="SUBCOMMAND", parser_class=_OneLineErrorParser
+    )
+    republish = events_commands.add_parser(
+        "republish",
+        help="queue stored events to be published again, in sequence order per payout",
+        description=REPUBLISH_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    chosen = republish.add_mutually_exclusive_group(required=True)
+    chosen.add_argument(
+        "--payout-id",
+        dest="payout_ids",
+        metavar="ID",
+        nargs="+",
+        action="extend",
+        help="every event of these payouts (repeatable); an unknown id queues nothing",
+    )
+    chosen.add_argument(
+        "--since",
+        metavar="RFC3339",
+        type=_since,
+        help="every event created at this time or later, e.g. 2026-12-01T10:00:00Z (offset or Z required)",
+    )
 
     return parser
+
+
+REPUBLISH_DESCRIPTION = """\
+Queues the stored events of the payouts named (or of every change since a time) to be published
+again, so that a consumer that lost data can rebuild. Needs PM_DATABASE_URL; the relay of a
+running `payout-manager serve` publishes them.
+
+Per payout, the events go out from the first one republished through its latest, in sequence
+order, and its changes made meanwhile after them: the republish locks each payout as a change
+does, so none slips in between. Only a copy the relay was already sending may land before; it is
+sent again in its place. A consumer that skips sequence ids at or below the highest it applied
+ends with each payout's latest snapshot; one that applies only the next sequence id it lacks ends
+with every event. --since takes, for each payout changed since then, its events from the first
+such one on, a few hundred payouts per transaction. Prints one line: events and payouts queued.
+Bad arguments (an unknown payout, a time that is not RFC 3339, neither or both options) print
+one line and exit 2, queueing nothing."""
+
+
+class _OneLineErrorParser(argparse.ArgumentParser):
+    """A parser whose refusals are one line (with where to find the usage), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _since(value: str) -> datetime:
+    from payout_manager.events.republish import parse_since
+
+    try:
+        return parse_since(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -101,6 +163,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> None:
             reference_server.serve(args.config, settings_module.address("--address", address), settings)
         except reference_server.ConfigError as error:
             raise SettingsError(str(error)) from None
+    elif args.command == "events" and args.events_command == "republish":
+        _republish(args, settings)
     elif args.command == "events":
         from payout_manager.events import consumer
         from payout_manager.events.kafka_config import KafkaConnection
@@ -120,3 +184,29 @@ def _run(args: argparse.Namespace, settings: Settings) -> None:
             idle_timeout=args.idle_timeout,
         )
         raise SystemExit(consumer.run(options))
+
+
+def _republish(args: argparse.Namespace, settings: Settings) -> None:
+    from payout_manager.errors import Refusal
+    from payout_manager.events import republish
+    from payout_manager.storage.database import Database, connect_once, create_database_engine
+
+    url = settings.require_database_url()
+    with _database_refusal("cannot republish"):
+        connect_once(url)
+    database = Database(create_database_engine(url, pool_size=1))
+    try:
+        if args.payout_ids is not None:
+            done = republish.republish_payouts(database, args.payout_ids)
+        else:
+            done = republish.republish_since(database, args.since)
+    except republish.UnknownPayoutsError as error:
+        print(f"payout-manager: no payout {error}: nothing queued", file=sys.stderr)
+        raise SystemExit(2) from None
+    except Refusal as error:
+        # The database went away part way: the chunks committed stay queued, which is harmless.
+        print(f"payout-manager: cannot republish, {error.message}", file=sys.stderr)
+        raise SystemExit(1) from None
+    finally:
+        database.dispose()
+    print(done.summary())

@@ -6,6 +6,9 @@ over when the leading process dies). The leader loops: read up to `BATCH_SIZE` o
 order, produce them (key = payout id, so a payout's events share a partition), wait for every
 delivery report, then delete the rows the broker acknowledged. A row leaves the outbox only after its delivery
 report says so; a crash between the two publishes it again (at least once, as SPEC 3 says).
+A row that `payout-manager events republish` queued again after the relay read it (its
+`requeued` count moved on) is not deleted: it goes out once more, behind the republished events
+before it (`payout_manager.events.republish`).
 
 Order: the producer is idempotent with no message timeout, so librdkafka retries a message until
 the broker has it, in order, however long the broker is away; nothing is given up and re-sent
@@ -74,19 +77,19 @@ def headers(event: PendingEvent) -> list[tuple[str, str | bytes | None]]:
     return [("event_id", event.event_id.encode()), HEADERS_CONTENT_TYPE, HEADERS_MESSAGE_TYPE]
 
 
-def acknowledged(batch: Sequence[PendingEvent], delivered: set[int]) -> list[int]:
-    """Row ids that may leave the outbox: per payout, the delivered events before its first gap.
+def acknowledged(batch: Sequence[PendingEvent], delivered: set[int]) -> list[PendingEvent]:
+    """The events that may leave the outbox: per payout, the delivered ones before its first gap.
 
     An event delivered after one of its payout's that was not stays, so that both go out again in
     order; consumers drop the repeat by its sequence id.
     """
     blocked: set[str] = set()
-    cleared: list[int] = []
+    cleared: list[PendingEvent] = []
     for event in batch:
         if event.payout_id in blocked:
             continue
         if event.row_id in delivered:
-            cleared.append(event.row_id)
+            cleared.append(event)
         else:
             blocked.add(event.payout_id)
     return cleared
@@ -168,7 +171,7 @@ class Relay:
         self._errors_said: dict[int, float] = {}
         # Rows the broker acknowledged whose clearing the database did not confirm (its connection
         # was lost): cleared first thing on the next connection, so that they are not sent twice.
-        self._acknowledged: list[int] = []
+        self._acknowledged: list[PendingEvent] = []
 
     def run(self, stop: threading.Event) -> None:
         self._leadership.run(stop, self._lead)
@@ -192,7 +195,7 @@ class Relay:
                 self._clear(outbox, cleared)
                 if stop.is_set():
                     break
-                cleared_ids = set(cleared)
+                cleared_ids = {e.row_id for e in cleared}
                 left = {e.payout_id for e in batch if e.row_id not in cleared_ids}
                 for payout_id in {e.payout_id for e in batch if e.payout_id not in left}:
                     holds.published(payout_id)
@@ -217,10 +220,10 @@ class Relay:
             producer.purge()
             producer.flush(0)
 
-    def _clear(self, outbox: Outbox, row_ids: list[int]) -> None:
+    def _clear(self, outbox: Outbox, events: list[PendingEvent]) -> None:
         """Clears acknowledged rows; remembered until the database confirms, across a lost connection."""
-        self._acknowledged = row_ids
-        outbox.mark_published(row_ids)
+        self._acknowledged = events
+        outbox.mark_published(events)
         self._acknowledged = []
 
     def _publish(

@@ -175,11 +175,15 @@ payout_event = Table(
 # Event rows not yet acknowledged by Kafka: one row per event, written in the event's transaction
 # and deleted when the broker's delivery report arrives. A queue of row ids rather than a
 # "published up to id N" mark, so a transaction that took a lower id but committed after a higher
-# one is still found (the outbox gap): the relay reads whatever is here, in id order.
+# one is still found (the outbox gap): the relay reads whatever is here, in id order. A republish
+# queues stored events again here (payout_manager.events.republish).
 payout_event_outbox = Table(
     "payout_event_outbox",
     metadata,
     Column("event_row_id", BigInteger, ForeignKey("payout_event.id"), primary_key=True),
+    # How often a republish queued the row again while it waited. The relay clears a row only at
+    # the count it read: one republished while being produced goes out once more, in its place.
+    Column("requeued", Integer, nullable=False, server_default=text("0")),
 )
 
 # Each shop's payouts UNPAID or PAID (SPEC 1.1's service limit): a place is taken by the create

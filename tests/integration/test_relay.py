@@ -24,7 +24,7 @@ from payout_manager.events.relay import Relay
 from payout_manager.payouts import model
 from payout_manager.storage import migrations
 from payout_manager.storage.database import create_database_engine
-from payout_manager.storage.outbox import Outbox
+from payout_manager.storage.outbox import Outbox, PendingEvent
 from payout_manager.storage.payouts import Payouts
 from payout_manager.storage.tables import payout_event
 from payout_manager_testing.kafka import TestKafka
@@ -221,7 +221,7 @@ def test_events_the_broker_took_go_out_once_though_the_connection_is_lost_before
     lost: list[int] = []
     clear = Outbox.mark_published
 
-    def lose_the_connection_first(outbox: Outbox, row_ids: Collection[int]) -> None:
+    def lose_the_connection_first(outbox: Outbox, row_ids: Collection[PendingEvent]) -> None:
         if row_ids and not lost:
             # The relay's session ends after the broker acknowledged, before the rows are cleared.
             pid = outbox._connection.execute(text("SELECT pg_backend_pid()")).scalar_one()

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from payout_manager.events.relay import Holds, acknowledged, headers
+from payout_manager.events.relay import Holds, headers
+from payout_manager.events.relay import acknowledged as cleared
 from payout_manager.storage.outbox import PendingEvent
 
 
 def pending(row_id: int, payout_id: str, sequence_id: int) -> PendingEvent:
     return PendingEvent(row_id, f"event-{row_id}", payout_id, f"{payout_id}:{sequence_id}".encode())
+
+
+def acknowledged(batch: list[PendingEvent], delivered: set[int]) -> list[int]:
+    """The row ids of the events that may leave the outbox."""
+    return [event.row_id for event in cleared(batch, delivered)]
 
 
 BATCH = [pending(1, "a", 1), pending(2, "b", 1), pending(3, "a", 2), pending(4, "a", 3), pending(5, "b", 2)]
