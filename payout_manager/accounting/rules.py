@@ -83,6 +83,17 @@ class Account:
     max_available_amount: int
 
 
+def balance_of(account: Account) -> Balance:
+    """The ledger's balance behind an account's amounts: what it holds as debits and as credits."""
+    return Balance(
+        account.id,
+        account.currency,
+        account.own_amount,
+        account.own_amount - account.min_available_amount,
+        account.max_available_amount - account.own_amount,
+    )
+
+
 def text_violations(field: str, value: str, *, max_length: int, required: bool) -> list[FieldViolation]:
     """The problems of one text field: emptiness, length and NUL characters (PostgreSQL refuses NUL)."""
     if required and not value:

@@ -8,7 +8,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from payout_manager.access.caller import Caller, job
-from payout_manager.accounting.rules import Batch, Posting, net_by_account
+from payout_manager.accounting import rules
+from payout_manager.accounting.rules import Batch, Posting
 from payout_manager.errors import FieldViolation, Reason, Refusal
 from payout_manager.payouts import listing, model, validation
 from payout_manager.payouts.cash_flow import CashFlowPosting, PayoutSums, settlement_accounts, sum_payout
@@ -133,40 +134,27 @@ class PayoutService:
         validation.check_create(request)
         _may_pay_out(request, caller)
         cash_flow, sums = self._priced(request, deadline)
-        postings = cash_flow.postings
-        accounts = self._storage.accounts({a.account_id for p in postings for a in (p.source, p.destination)})
-        for position, posting in enumerate(postings):
-            for side in (posting.source, posting.destination):
-                found = accounts.get(side.account_id)
-                if found is None:
-                    raise Refusal(Reason.ACCOUNT_NOT_FOUND, f"account {side.account_id} does not exist")
-                if found.currency != posting.currency:
-                    raise Refusal(
-                        Reason.CURRENCY_MISMATCH,
-                        f"posting {position} is in {posting.currency};"
-                        f" account {found.id} is in {found.currency}",
-                        # Named as the create's refusal names it (storage.procedures.refused).
-                        (
-                            FieldViolation(
-                                f"batch.postings[{position}].currency", f"must be {found.currency}"
-                            ),
-                        ),
-                    )
-        checked = settlement_accounts(postings)
-        nets = net_by_account(hold_batch(postings).postings)
-        # The hold lowers an account's minimum available amount by its net debit, as the create's.
-        after = [accounts[a].min_available_amount + min(nets.get(a, 0), 0) for a in checked]
+        batch = hold_batch(cash_flow.postings)
+        accounts = self._storage.accounts({i for p in batch.postings for i in (p.from_id, p.to_id)})
+        balances = {account_id: rules.balance_of(account) for account_id, account in accounts.items()}
+        # The create's hold by the ledger's own rules, in its order: an unknown account or another
+        # currency (pm_hold_new_plan's PM002, PM003), then a balance leaving int64 (its 22003).
+        rules.check_accounts(batch.postings, balances)
+        held = {i: rules.hold(balances[i], 0, net) for i, net in rules.net_by_account(batch.postings).items()}
+        # Then the create's funds check (PM001): no settlement account below zero after the hold.
+        checked = settlement_accounts(cash_flow.postings)
         return Quote(
             amount=sums.amount,
             fee=sums.fee,
-            cash_flow=postings,
+            cash_flow=cash_flow.postings,
             payout_tool_id=cash_flow.payout_tool_id,
-            available_amount=accounts[checked[0]].min_available_amount if checked else 0,
-            sufficient=all(available >= 0 for available in after),
+            available_amount=balances[checked[0]].min_available_amount if checked else 0,
+            sufficient=all(held[i].min_available_amount >= 0 for i in checked),
         )
 
     def _priced(self, request: PayoutRequest, deadline: float | None) -> tuple[ComputedCashFlow, PayoutSums]:
-        """PartyManagement's cash flow for `request` and its sums; refused if nothing is paid out."""
+        """PartyManagement's cash flow for `request` and its sums; refused if nothing is paid out
+        or a sum leaves int64."""
         cash_flow = self._party_management.compute_payout_cash_flow(
             request.party_id,
             request.shop_id,
@@ -182,6 +170,14 @@ class PayoutService:
                 Reason.INSUFFICIENT_FUNDS,
                 f"the payout's fees ({sums.fee}) leave nothing to pay out of {request.amount}",
             )
+        # The payout stores both as bigint: the create's statement would refuse them (22003).
+        for name, value in (("amount", sums.amount), ("fee", sums.fee)):
+            if not rules.INT64_MIN <= value <= rules.INT64_MAX:
+                raise Refusal(
+                    Reason.AMOUNT_OUT_OF_RANGE,
+                    f"the payout's {name} ({value}) would leave the int64 range of minor units",
+                    (FieldViolation("cash.amount", f"gives a payout {name} out of int64"),),
+                )
         return cash_flow, sums
 
     def confirm(self, payout_id: str, caller: Caller) -> Payout:

@@ -85,16 +85,18 @@ class World:
         party_blocked: bool = False,
         shop_blocked: bool = False,
         party_id: str | None = None,
+        settlement: int | None = None,
     ) -> Shop:
         """A new party (`party_id`, or a random one) with one shop, its three accounts, `funds` on its
-        settlement account."""
+        settlement account; `settlement`: an account id to use as that account instead of a new one
+        (one in another currency, or an id no account has, for the ledger's refusals)."""
         self._ensure_system_accounts(currency)
         suffix = uuid.uuid4().hex[:12]
         shop = Shop(
             party_id=party_id or f"party-{suffix}",
             shop_id=f"shop-{suffix}",
             currency=currency,
-            settlement=self.account(currency, "settlement"),
+            settlement=self.account(currency, "settlement") if settlement is None else settlement,
             guarantee=self.account(currency, "guarantee"),
             payout=self.account(currency, "payout"),
         )

@@ -197,6 +197,12 @@ def create_request(shop: Shop, payout_id: str, amount: int = 500) -> pb.CreatePa
     )
 
 
+def quote_request(shop: Shop, amount: int = 500) -> pb.QuotePayoutRequest:
+    return pb.QuotePayoutRequest(
+        party_id=shop.party_id, shop_id=shop.shop_id, cash=party_pb.Cash(amount=amount, currency="RUB")
+    )
+
+
 def hold_request(secured: Secured, plan_id: str) -> accounter_pb.HoldRequest:
     posting = accounter_pb.Posting(
         from_id=secured.party_2.settlement, to_id=secured.party_1.settlement, amount=1, currency="RUB"
@@ -251,6 +257,11 @@ def test_a_method_outside_the_callers_roles_is_denied(secured: Secured) -> None:
             grpc.StatusCode.PERMISSION_DENIED,
             "METHOD_NOT_ALLOWED",
         )
+        # A quote writes nothing, yet it is no read the reader role names.
+        assert refused(partial(stub.QuotePayout, quote_request(secured.party_1))) == (
+            grpc.StatusCode.PERMISSION_DENIED,
+            "METHOD_NOT_ALLOWED",
+        )
     assert refused(lambda: payouts_only.Hold(hold_request(secured, "refused-payouts-only-hold"))) == (
         grpc.StatusCode.PERMISSION_DENIED,
         "METHOD_NOT_ALLOWED",
@@ -291,12 +302,11 @@ def test_a_principal_confined_to_party_1_finds_no_payout_of_party_2(secured: Sec
         grpc.StatusCode.PERMISSION_DENIED,
         "PARTY_NOT_ALLOWED",
     )
-    other = create_request(secured.party_2, "")
-    quote = pb.QuotePayoutRequest(party_id=other.party_id, shop_id=other.shop_id, cash=other.cash)
-    assert refused(lambda: back_office.QuotePayout(quote)) == (
+    assert refused(lambda: back_office.QuotePayout(quote_request(secured.party_2))) == (
         grpc.StatusCode.PERMISSION_DENIED,
         "PARTY_NOT_ALLOWED",
     )
+    assert back_office.QuotePayout(quote_request(secured.party_1)).sufficient
     assert (
         refused(
             lambda: back_office.FailPayout(
@@ -392,6 +402,7 @@ def random_calls(
     """Calls aimed at `shop`'s party and its payout `payout_id`, by method name, with their service."""
     return {
         "CreatePayout": (PM, lambda: payouts.CreatePayout(create_request(shop, new_payout_id, 1))),
+        "QuotePayout": (PM, lambda: payouts.QuotePayout(quote_request(shop, 1))),
         "GetPayout": (PM, lambda: payouts.GetPayout(pb.GetPayoutRequest(payout_id=payout_id))),
         "GetPayoutEvents": (
             PM,
@@ -484,7 +495,7 @@ def test_random_callers_methods_and_parties_get_the_policys_decision_and_never_i
         elif not allowed_method(principal, service, method):
             assert (code, reason) == (grpc.StatusCode.PERMISSION_DENIED, "METHOD_NOT_ALLOWED"), where
         elif service == PM and parties is not None and party not in parties:
-            if method == "CreatePayout":
+            if method in ("CreatePayout", "QuotePayout"):
                 assert (code, reason) == (grpc.StatusCode.PERMISSION_DENIED, "PARTY_NOT_ALLOWED"), where
             elif method == "ListPayouts":
                 assert code == grpc.StatusCode.OK and not reply.payouts, where

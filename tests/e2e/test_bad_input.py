@@ -23,6 +23,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from support.books import stored_rows
 from support.strategies import (
     INT64_MAX,
     INT64_MIN,
@@ -610,9 +611,12 @@ def test_fail_payout_survives_random_requests(
 @properties
 @given(data=st.data())
 def test_quote_payout_survives_random_requests(
-    payouts: Payouts, known: Known, books: Books, data: st.DataObject
+    payouts: Payouts, known: Known, books: Books, database_url: str, data: st.DataObject
 ) -> None:
+    stored = stored_rows(database_url)
     prove_survives(data, quote_payout_requests(known), payouts.QuotePayout, books)
+    # Answered or refused, a quote stores nothing: no payout, event, outbox row or plan.
+    assert stored_rows(database_url) == stored
 
 
 @properties

@@ -3,17 +3,23 @@ holding, storing and publishing nothing; and with the create's refusals."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import grpc
-import psycopg2
 import pytest
-from support.books import dsn
+from support.books import stored_rows
+from support.events import Stack, records_on_topic
 from support.payouts import Stub, create, refusal, violated_fields
 
 from payout_manager.proto.party_management.v1 import party_management_pb2 as party_pb
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2 as pb
-from payout_manager_testing.world import Shop, World
+from payout_manager_testing.kafka import TestKafka
+from payout_manager_testing.world import PLAIN_TERMS, Shop, World
+
+INT64_MAX = 2**63 - 1
+# A refusal as a test compares it: (code, ErrorInfo reason) and the fields it names.
+Answer = tuple[tuple[grpc.StatusCode, str], list[str]]
 
 
 def quote(payouts: Stub, shop: Shop, amount: int, currency: str = "RUB", tool: str = "") -> pb.PayoutQuote:
@@ -27,19 +33,6 @@ def quote(payouts: Stub, shop: Shop, amount: int, currency: str = "RUB", tool: s
     )
 
 
-def stored(database_url: str) -> tuple[int, ...]:
-    """Payouts, events, outbox rows and posting plans stored: what a quote must not add to."""
-    with psycopg2.connect(dsn(database_url)) as connection, connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT (SELECT count(*) FROM payout), (SELECT count(*) FROM payout_event),"
-            " (SELECT count(*) FROM payout_event_outbox), (SELECT count(*) FROM posting_plan)"
-        )
-        row = cursor.fetchone()
-    connection.close()
-    assert row is not None
-    return tuple(row)
-
-
 def test_a_quote_and_an_immediate_create_agree_and_the_quote_changes_nothing(
     payouts: Stub, world: World, database_url: str
 ) -> None:
@@ -47,13 +40,16 @@ def test_a_quote_and_an_immediate_create_agree_and_the_quote_changes_nothing(
     system = world.system_settlement()
     accounts = (shop.settlement, shop.guarantee, shop.payout, system)
     balances = [world.balance(a) for a in accounts]
-    before = stored(database_url)
+    before = stored_rows(database_url)
 
     quoted = quote(payouts, shop, 20_000)
 
-    # Nothing held, stored or queued for the topic.
+    # Nothing held, stored or queued for the topic: every account of its cash flow as it was.
+    assert {a for p in quoted.cash_flow for a in (p.source.account_id, p.destination.account_id)} <= set(
+        accounts
+    )
     assert [world.balance(a) for a in accounts] == balances
-    assert stored(database_url) == before
+    assert stored_rows(database_url) == before
     assert (quoted.amount, quoted.fee, quoted.available_amount, quoted.sufficient) == (
         20_000,
         200,
@@ -88,9 +84,14 @@ def test_a_quote_is_refused_exactly_as_the_create_would_be(payouts: Stub, world:
     shop = world.add_shop(funds=10_000)
     blocked_party = world.add_shop(funds=10_000, party_blocked=True)
     blocked_shop = world.add_shop(funds=10_000, shop_blocked=True)
+    fixed_fee = {"source": "merchant.payout", "destination": "system.settlement", "volume": {"fixed": 500}}
+    eaten = world.add_shop(funds=10_000, terms=[*PLAIN_TERMS, fixed_fee])
+    # The ledger's refusals of the create's hold: a settlement account in dollars, or none at all.
+    dollars = world.add_shop(settlement=world.account("USD"))
+    missing = world.add_shop(settlement=10**15)
 
-    def both(call: Callable[[Stub, bool], object]) -> tuple[object, object]:
-        answers = []
+    def both(call: Callable[[Stub, bool], object]) -> tuple[Answer, Answer]:
+        answers: list[Answer] = []
         for quoting in (True, False):
             with pytest.raises(grpc.RpcError) as refused:
                 call(payouts, quoting)
@@ -98,10 +99,10 @@ def test_a_quote_is_refused_exactly_as_the_create_would_be(payouts: Stub, world:
         return answers[0], answers[1]
 
     def asking(
-        party_id: str, shop_id: str, amount: int, currency: str = "RUB", tool: str = ""
+        party_id: str, shop_id: str, amount: int | None, currency: str = "RUB", tool: str = ""
     ) -> Callable[[Stub, bool], object]:
         def call(stub: Stub, quoting: bool) -> object:
-            cash = party_pb.Cash(amount=amount, currency=currency)
+            cash = None if amount is None else party_pb.Cash(amount=amount, currency=currency)
             if quoting:
                 return stub.QuotePayout(
                     pb.QuotePayoutRequest(party_id=party_id, shop_id=shop_id, cash=cash, payout_tool_id=tool)
@@ -112,19 +113,75 @@ def test_a_quote_is_refused_exactly_as_the_create_would_be(payouts: Stub, world:
 
         return call
 
+    code = grpc.StatusCode
     cases = {
-        "unknown party": asking("no-such-party", shop.shop_id, 100),
-        "unknown shop": asking(shop.party_id, "no-such-shop", 100),
-        "unknown tool": asking(shop.party_id, shop.shop_id, 100, tool="nope"),
-        "blocked party": asking(blocked_party.party_id, blocked_party.shop_id, 100),
-        "blocked shop": asking(blocked_shop.party_id, blocked_shop.shop_id, 100),
-        "other currency": asking(shop.party_id, shop.shop_id, 100, currency="USD"),
-        "bad currency": asking(shop.party_id, shop.shop_id, 100, currency="rub"),
-        "no amount": asking(shop.party_id, shop.shop_id, 0),
-        "no party": asking("", shop.shop_id, 100),
+        "unknown party": (asking("no-such-party", shop.shop_id, 100), (code.NOT_FOUND, "PARTY_NOT_FOUND")),
+        "unknown shop": (asking(shop.party_id, "no-such-shop", 100), (code.NOT_FOUND, "SHOP_NOT_FOUND")),
+        "unknown tool": (
+            asking(shop.party_id, shop.shop_id, 100, tool="nope"),
+            (code.NOT_FOUND, "PAYOUT_TOOL_NOT_FOUND"),
+        ),
+        "blocked party": (
+            asking(blocked_party.party_id, blocked_party.shop_id, 100),
+            (code.FAILED_PRECONDITION, "PARTY_BLOCKED"),
+        ),
+        "blocked shop": (
+            asking(blocked_shop.party_id, blocked_shop.shop_id, 100),
+            (code.FAILED_PRECONDITION, "SHOP_BLOCKED"),
+        ),
+        "other currency": (
+            asking(shop.party_id, shop.shop_id, 100, currency="USD"),
+            (code.INVALID_ARGUMENT, "CURRENCY_MISMATCH"),
+        ),
+        "bad currency": (
+            asking(shop.party_id, shop.shop_id, 100, currency="rub"),
+            (code.INVALID_ARGUMENT, "INVALID_REQUEST"),
+        ),
+        "no amount": (asking(shop.party_id, shop.shop_id, 0), (code.INVALID_ARGUMENT, "INVALID_REQUEST")),
+        "no cash": (asking(shop.party_id, shop.shop_id, None), (code.INVALID_ARGUMENT, "INVALID_REQUEST")),
+        "no party": (asking("", shop.shop_id, 100), (code.INVALID_ARGUMENT, "INVALID_REQUEST")),
+        "fees eat the amount": (
+            asking(eaten.party_id, eaten.shop_id, 500),
+            (code.FAILED_PRECONDITION, "INSUFFICIENT_FUNDS"),
+        ),
+        "past int64": (
+            asking(shop.party_id, shop.shop_id, INT64_MAX),
+            (code.INVALID_ARGUMENT, "AMOUNT_OUT_OF_RANGE"),
+        ),
+        "settlement in dollars": (
+            asking(dollars.party_id, dollars.shop_id, 100),
+            (code.INVALID_ARGUMENT, "CURRENCY_MISMATCH"),
+        ),
+        "no settlement account": (
+            asking(missing.party_id, missing.shop_id, 100),
+            (code.NOT_FOUND, "ACCOUNT_NOT_FOUND"),
+        ),
     }
-    for name, call in cases.items():
+    for name, (call, expected) in cases.items():
         quoted, created = both(call)
         assert quoted == created, name
-    for account in (shop, blocked_party, blocked_shop):
+        assert quoted[0] == expected, name
+    for account in (shop, blocked_party, blocked_shop, eaten):
         assert world.balance(account.settlement).min_available_amount == 10_000
+
+
+@pytest.fixture
+def stack(postgres_server_url: str, kafka: TestKafka, tmp_path: Path) -> Iterator[Stack]:
+    stack = Stack(postgres_server_url, kafka.bootstrap_servers, tmp_path)
+    yield stack
+    stack.close()
+
+
+def test_quotes_put_nothing_on_the_topic(stack: Stack) -> None:
+    served = stack.serve(workers=1)
+    shop = stack.world.add_shop(funds=10_000)
+
+    first = create(served.payouts, shop.party_id, shop.shop_id, 1_000)
+    for amount in (1_000, 8_900, 9_000, INT64_MAX // 2):
+        quote(served.payouts, shop, amount)
+    second = create(served.payouts, shop.party_id, shop.shop_id, 1_000)
+
+    # Once the two creates' events are on the topic (the relay publishes in order), it holds
+    # nothing else: the quotes between them published nothing.
+    stack.published({first.payout_id: 1, second.payout_id: 1})
+    assert records_on_topic(stack.bootstrap_servers, stack.topic) == 2

@@ -74,3 +74,16 @@ def slot_count(database_url: str, account_id: int) -> int:
         cursor.execute("SELECT count(*) FROM account_slot WHERE account_id = %s", (account_id,))
         (count,) = cursor.fetchone() or (0,)
         return int(count)
+
+
+def stored_rows(database_url: str) -> tuple[int, ...]:
+    """How many payouts, events, outbox rows and posting plans are stored: what a read adds to none."""
+    with psycopg2.connect(dsn(database_url)) as connection, connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT (SELECT count(*) FROM payout), (SELECT count(*) FROM payout_event),"
+            " (SELECT count(*) FROM payout_event_outbox), (SELECT count(*) FROM posting_plan)"
+        )
+        row = cursor.fetchone()
+    connection.close()
+    assert row is not None
+    return tuple(int(count) for count in row)

@@ -85,8 +85,12 @@ class MemoryPlan:
 
 @dataclass
 class MemoryLedger:
+    """Every account exists, in RUB, unless `currencies` names another or `missing` holds it."""
+
     own: dict[int, int] = field(default_factory=lambda: defaultdict(int))
     plans: dict[str, MemoryPlan] = field(default_factory=dict)
+    currencies: dict[int, str] = field(default_factory=dict)
+    missing: set[int] = field(default_factory=set)
 
     def account(self, account_id: int) -> Account:
         held = [
@@ -95,7 +99,7 @@ class MemoryLedger:
         own = self.own[account_id]
         return Account(
             account_id,
-            "RUB",
+            self.currencies.get(account_id, "RUB"),
             "",
             EPOCH,
             own,
@@ -160,7 +164,8 @@ class MemoryStorage:
         return self.unit.payouts.get(payout_id)
 
     def accounts(self, account_ids: Collection[int]) -> dict[int, Account]:
-        return {account_id: self.unit.ledger.account(account_id) for account_id in account_ids}
+        ledger = self.unit.ledger
+        return {i: ledger.account(i) for i in account_ids if i not in ledger.missing}
 
     def create(
         self,
@@ -224,10 +229,12 @@ class FixedCashFlow:
 
 @dataclass
 class FixedPartyManagement:
-    """PartyManagement answering every payout with the postings `terms(amount)` gives."""
+    """PartyManagement answering every payout with the postings `terms(amount)` gives, or with
+    `refusal` when one is set."""
 
     terms: Callable[[int], tuple[CashFlowPosting, ...]]
     calls: int = 0
+    refusal: Refusal | None = None
 
     def compute_payout_cash_flow(
         self,
@@ -241,4 +248,6 @@ class FixedPartyManagement:
         deadline: float | None = None,
     ) -> FixedCashFlow:
         self.calls += 1
+        if self.refusal is not None:
+            raise self.refusal
         return FixedCashFlow(self.terms(amount), payout_tool_id or "tool-1")

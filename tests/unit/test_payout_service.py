@@ -572,3 +572,115 @@ def test_a_confined_caller_cannot_quote_for_another_party(storage: MemoryStorage
         service(storage).quote(request(""), OTHER_TENANT)
 
     assert refused.value.reason is Reason.PARTY_NOT_ALLOWED
+
+
+def fixed_fee_of_the_whole_amount() -> FixedPartyManagement:
+    """The whole amount to the payout account, and all of it back out as a fixed fee: nothing left."""
+    return FixedPartyManagement(
+        lambda amount: (
+            CashFlowPosting(
+                account(AccountType.MERCHANT_SETTLEMENT, SETTLEMENT),
+                account(AccountType.MERCHANT_PAYOUT, PAYOUT_ACCOUNT),
+                amount,
+                "RUB",
+            ),
+            CashFlowPosting(
+                account(AccountType.MERCHANT_PAYOUT, PAYOUT_ACCOUNT),
+                account(AccountType.SYSTEM_SETTLEMENT, SYSTEM),
+                amount,
+                "RUB",
+            ),
+        )
+    )
+
+
+def paid_out_twice() -> FixedPartyManagement:
+    """Two payout postings of the amount each: their sum leaves int64 for an amount near its top."""
+    settlement = account(AccountType.MERCHANT_SETTLEMENT, SETTLEMENT)
+    to_payout = account(AccountType.MERCHANT_PAYOUT, PAYOUT_ACCOUNT)
+    return FixedPartyManagement(
+        lambda amount: (
+            CashFlowPosting(settlement, to_payout, amount, "RUB"),
+            CashFlowPosting(settlement, to_payout, amount, "RUB"),
+        )
+    )
+
+
+@pytest.mark.parametrize(
+    ("party_management", "asked", "reason"),
+    [
+        (terms_with_a_fee_of(10), request("", amount=0), Reason.INVALID_REQUEST),
+        (terms_with_a_fee_of(10), replace(request(""), currency="rub"), Reason.INVALID_REQUEST),
+        (terms_with_a_fee_of(10), replace(request(""), party_id=""), Reason.INVALID_REQUEST),
+        (
+            FixedPartyManagement(lambda _: (), refusal=Refusal(Reason.SHOP_BLOCKED, "shop-1 is blocked")),
+            request(""),
+            Reason.SHOP_BLOCKED,
+        ),
+        (fixed_fee_of_the_whole_amount(), request(""), Reason.INSUFFICIENT_FUNDS),
+        (paid_out_twice(), request("", amount=2**62), Reason.AMOUNT_OUT_OF_RANGE),
+    ],
+)
+def test_a_quote_is_refused_as_the_create_is_and_neither_holds_anything(
+    storage: MemoryStorage, party_management: FixedPartyManagement, asked: PayoutRequest, reason: Reason
+) -> None:
+    payouts = service(storage, party_management)
+
+    with pytest.raises(Refusal) as quoted:
+        payouts.quote(asked, ANONYMOUS)
+    with pytest.raises(Refusal) as created:
+        payouts.create(asked, ANONYMOUS)
+
+    assert quoted.value.reason is created.value.reason is reason
+    assert quoted.value.violations == created.value.violations
+    assert storage.transactions == 0
+    assert storage.unit.ledger.plans == {}
+
+
+def test_a_quote_refuses_an_account_the_create_would_not_find_or_in_another_currency(
+    storage: MemoryStorage,
+) -> None:
+    payouts = service(storage)
+
+    storage.unit.ledger.missing.add(SYSTEM)
+    with pytest.raises(Refusal) as missing:
+        payouts.quote(request(""), ANONYMOUS)
+    storage.unit.ledger.missing.clear()
+    storage.unit.ledger.currencies[SETTLEMENT] = "USD"
+    with pytest.raises(Refusal) as other_currency:
+        payouts.quote(request(""), ANONYMOUS)
+
+    assert (missing.value.reason, missing.value.code) == (Reason.ACCOUNT_NOT_FOUND, Code.NOT_FOUND)
+    assert (other_currency.value.reason, other_currency.value.code) == (
+        Reason.CURRENCY_MISMATCH,
+        Code.INVALID_ARGUMENT,
+    )
+    # Named as pm_hold_new_plan's refusal is named (storage.procedures.refused): the first posting.
+    assert [v.field for v in other_currency.value.violations] == ["batch.postings[0].currency"]
+
+
+def test_a_quote_whose_hold_would_take_a_balance_out_of_int64_is_out_of_range(storage: MemoryStorage) -> None:
+    # The settlement account would be debited 2^63 - 1 plus the fee: past int64, as the create's hold.
+    with pytest.raises(Refusal) as refused:
+        service(storage).quote(request("", amount=2**63 - 1), ANONYMOUS)
+
+    assert (refused.value.reason, refused.value.code) == (Reason.AMOUNT_OUT_OF_RANGE, Code.INVALID_ARGUMENT)
+
+
+def test_a_quote_answers_a_negative_available_amount_as_insufficient(storage: MemoryStorage) -> None:
+    storage.unit.ledger.own[SETTLEMENT] = -500
+
+    quoted = service(storage).quote(request("", amount=1), ANONYMOUS)
+
+    assert (quoted.available_amount, quoted.sufficient) == (-500, False)
+
+
+def test_a_quote_sees_the_holds_of_earlier_creates(storage: MemoryStorage) -> None:
+    payouts = service(storage)
+    payouts.create(request("payout-1", amount=4_990), ANONYMOUS)
+
+    enough = payouts.quote(request("", amount=4_990), ANONYMOUS)
+    short = payouts.quote(request("", amount=4_991), ANONYMOUS)
+
+    assert (enough.available_amount, enough.sufficient) == (5_000, True)
+    assert (short.available_amount, short.sufficient) == (5_000, False)

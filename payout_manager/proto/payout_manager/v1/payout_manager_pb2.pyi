@@ -471,7 +471,11 @@ Global___GetPayoutEventsResponse: _TypeAlias = GetPayoutEventsResponse  # noqa: 
 
 @_typing.final
 class QuotePayoutRequest(_message.Message):
-    """What a CreatePayout with these fields would hold now; nothing is held, stored or published."""
+    """What a CreatePayout with these fields would hold now; nothing is held, stored or published.
+    Refused as that create would be (validation, PartyManagement's refusals, INSUFFICIENT_FUNDS when the
+    fees leave nothing, the ledger's ACCOUNT_NOT_FOUND, CURRENCY_MISMATCH, AMOUNT_OUT_OF_RANGE); short
+    funds are sufficient = false, not a refusal, and the shop's limit of unresolved payouts is not checked.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -516,7 +520,7 @@ class PayoutQuote(_message.Message):
     fee: _builtins.int
     payout_tool_id: _builtins.str
     available_amount: _builtins.int
-    """The shop's settlement account's min_available_amount now, before this payout."""
+    """The shop's settlement account's min_available_amount now, before this payout; may be negative."""
     sufficient: _builtins.bool
     """Whether a create now would pass the funds check: the settlement account's min_available_amount
     after this payout's hold would not fall below zero.
