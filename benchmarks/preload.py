@@ -100,7 +100,7 @@ _PAYOUT_GROUPS = (
     ("party_id", "shop_id"),  # per shop
     ("status",),  # per revision of each shape
     ("cash_flow", "payout_tool_id", "amount", "fee", "currency"),  # per shop and amount
-    ("cancel_details", "revision", "metadata", "created_by"),  # per revision of each shape
+    ("cancel_details", "revision", "metadata", "created_by", "failure"),  # per revision of each shape
 )
 _EVENT_GROUPS = (
     ("event_id",),  # SQL

@@ -50,6 +50,15 @@ class Served:
                 raise TimeoutError(f"{text!r} not logged:\n{self.process.output()}")
             time.sleep(0.05)
 
+    def wait_for_workers(self, workers: int, timeout: float = 30.0) -> None:
+        """Until each of `workers` worker processes has logged that it serves: one SERVING answer
+        on the shared port comes from whichever worker the kernel picked."""
+        deadline = time.monotonic() + timeout
+        while self.process.output().count("serving on port") < workers:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"fewer than {workers} workers serving:\n{self.process.output()}")
+            time.sleep(0.05)
+
 
 def serve(
     workers: int,
@@ -59,7 +68,7 @@ def serve(
     started: list[Served] | None = None,
     credentials: grpc.ChannelCredentials | None = None,
 ) -> Served:
-    """`serve --workers N` on a free port, once it is SERVING; `started` gets it before the wait."""
+    """`serve --workers N` on a free port, once every worker is SERVING; `started` gets it first."""
     address = f"127.0.0.1:{free_port()}"
     served = Served(
         Process(["serve", "--workers", str(workers), "--address", address], env, log_path), address
@@ -67,6 +76,7 @@ def serve(
     if started is not None:
         started.append(served)
     wait_until_serving(address, served.process, credentials=credentials)
+    served.wait_for_workers(workers)
     return served
 
 
