@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypedDict
 
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL
 from sqlalchemy.exc import ArgumentError
 
 from payout_manager.payouts.model import DEFAULT_MAX_UNRESOLVED_PER_SHOP
+from payout_manager.storage import urls
 
 
 class SettingsError(Exception):
@@ -72,7 +73,7 @@ class Settings:
         """
         if not self.database_url:
             raise SettingsError("PM_DATABASE_URL is not set: give the PostgreSQL URL, e.g. postgresql://...")
-        url = make_url(self.database_url)
+        url = urls.parse(self.database_url)
         if self.database_password_file is None:
             return url
         return url.set(password=_password("PM_DATABASE_PASSWORD_FILE", self.database_password_file))
@@ -283,13 +284,19 @@ def _password_file(name: str, value: str) -> Secret:
 def database_url(name: str, value: str) -> str:
     """Checks a PostgreSQL URL without connecting; the password never appears in the error."""
     try:
-        url: URL = make_url(value)
+        url: URL = urls.parse(value)
+        servers = urls.hosts(url)
     except (ArgumentError, ValueError):
         raise SettingsError(f"{name} is malformed: not a database URL (is the port a number?)") from None
     if url.drivername not in ("postgresql", "postgresql+psycopg2"):
         raise SettingsError(f"{name} is malformed: {url.drivername!r} is not a postgresql:// URL")
-    if url.port is not None and not 0 < url.port <= 65535:
-        raise SettingsError(f"{name} is malformed: port {url.port} is out of range")
+    for host, port in servers:
+        if port is not None and not 0 < port <= 65535:
+            raise SettingsError(f"{name} is malformed: port {port} is out of range")
+        if len(servers) > 1 and (not host or host.startswith("[")):
+            raise SettingsError(
+                f"{name} is malformed: each server of a multi-host URL needs a host name or IPv4 address"
+            )
     return value
 
 
@@ -337,7 +344,7 @@ def _database_password_file(get: Callable[[str], str | None], url: str | None) -
     path = _readable_file("PM_DATABASE_PASSWORD_FILE", value)
     # `url` is checked already (an earlier argument of Settings). With two passwords, whoever reads
     # the settings would have to guess which one is used.
-    if url is not None and make_url(url).password is not None:
+    if url is not None and urls.parse(url).password is not None:
         raise SettingsError(
             "PM_DATABASE_PASSWORD_FILE is set and PM_DATABASE_URL has a password too: give it in one place"
         )

@@ -10,12 +10,13 @@ import psycopg2
 import psycopg2.extensions
 import tenacity
 from sqlalchemy import Connection, Engine, create_engine
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.pool import NullPool, PoolProxiedConnection
 
 from payout_manager.errors import Reason, Refusal
+from payout_manager.storage.urls import DatabaseUrl, parse
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +28,7 @@ _RETRYABLE_SQLSTATES = frozenset({"40P01", "40001", "55P03"})
 _TRANSACTION_ATTEMPTS = 5
 _CONNECT_ARGS = {"connect_timeout": 5, "application_name": "payout-manager"}
 
-# What the functions that connect take: PM_DATABASE_URL as text, or Settings.require_database_url().
-DatabaseUrl = str | URL
+__all__ = ["Database", "DatabaseUrl", "connect_once", "create_database_engine", "sqlalchemy_url"]
 
 
 def sqlalchemy_url(database_url: DatabaseUrl) -> URL:
@@ -37,7 +37,7 @@ def sqlalchemy_url(database_url: DatabaseUrl) -> URL:
     A URL object, not a string, so that a password (Settings.require_database_url) is never
     rendered where it could be printed.
     """
-    url = make_url(database_url)
+    url = parse(database_url)
     if url.drivername == "postgresql":
         url = url.set(drivername="postgresql+psycopg2")
     return url

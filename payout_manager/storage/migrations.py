@@ -11,10 +11,9 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy.engine import make_url
 
 from payout_manager.settings import SettingsError
-from payout_manager.storage.database import DatabaseUrl
+from payout_manager.storage.urls import DatabaseUrl, parse
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 # Where env.py finds the URL it connects with.
@@ -28,7 +27,7 @@ def alembic_config(database_url: DatabaseUrl) -> Config:
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     # The URL object itself, not sqlalchemy.url: Alembic's ConfigParser-based options would hold
     # the password as text (and read '%' in it as interpolation).
-    config.attributes[DATABASE_URL_ATTRIBUTE] = make_url(database_url)
+    config.attributes[DATABASE_URL_ATTRIBUTE] = parse(database_url)
     return config
 
 

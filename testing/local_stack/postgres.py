@@ -7,18 +7,29 @@
 
 Run as root, the server runs as the system account `embedded_postgres` (created if missing), because
 PostgreSQL refuses to run as root.
+
+Streaming replication, for failover tests and the chaos run:
+
+    standby = server.start_standby(Path(".demo/standby"), name="standby1")
+    server.make_synchronous("standby1")  # a commit waits until the standby has it
+    server.kill()  # SIGKILL, as a lost machine
+    standby.promote()
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib.util
 import os
 import pwd
 import shlex
+import signal
 import stat
 import subprocess
+import time
+from collections.abc import Mapping
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +47,8 @@ LOG_FILE = "postgresql.log"
 LOG_TAIL_LINES = 20
 # sun_path holds 107 characters on Linux and 103 on macOS; stay clear of both.
 MAX_SOCKET_PATH = 100
+# How long a standby may take to stream, a promotion to finish, killed processes to be gone.
+REPLICATION_TIMEOUT = 60.0
 
 
 class LocalPostgresError(RuntimeError):
@@ -50,11 +63,19 @@ class LocalPostgres:
     port: int
 
     @classmethod
-    def start(cls, data_dir: Path, *, port: int | None = None, durable: bool = True) -> LocalPostgres:
+    def start(
+        cls,
+        data_dir: Path,
+        *,
+        port: int | None = None,
+        durable: bool = True,
+        settings: Mapping[str, str] | None = None,
+    ) -> LocalPostgres:
         """Initialises `data_dir` if it is empty and starts a server on it, or reuses the one running there.
 
         `port` defaults to a free one. `durable=False` turns off fsync and friends: much faster,
-        and a crash may lose the data, which is what tests want. A reused server keeps its settings.
+        and a crash of the machine may lose the data, which is what tests want. `settings` are
+        server settings given on top (they win). A reused server keeps its settings.
         """
         data_dir = data_dir.resolve()
         running_port = _running_port(data_dir)
@@ -70,7 +91,7 @@ class LocalPostgres:
         if not (data_dir / "PG_VERSION").exists():
             _initdb(data_dir, account, durable=durable)
         server = cls(data_dir, port if port is not None else free_port())
-        server._pg_ctl_start(account, durable=durable)
+        server._pg_ctl_start(account, durable=durable, settings=settings)
         return server
 
     @property
@@ -118,7 +139,107 @@ class LocalPostgres:
         except LocalPostgresError as error:
             raise LocalPostgresError(f"{error}\n{self._log_tail()}") from error
 
-    def _pg_ctl_start(self, account: pwd.struct_passwd | None, *, durable: bool) -> None:
+    def start_standby(
+        self,
+        data_dir: Path,
+        *,
+        name: str,
+        port: int | None = None,
+        durable: bool = True,
+        settings: Mapping[str, str] | None = None,
+    ) -> LocalPostgres:
+        """A hot standby of this server in the empty `data_dir`, streaming from it as `name`.
+
+        Made by `pg_basebackup -R` (which writes standby.signal and the primary_conninfo naming
+        `name`), then started on `port` (a free one by default). It is asynchronous until this
+        server lists it in `make_synchronous`.
+        """
+        data_dir = data_dir.resolve()
+        account = _server_account()
+        _prepare_data_dir(data_dir, account)
+        if any(data_dir.iterdir()):
+            raise LocalPostgresError(f"{data_dir} is not empty: a standby starts from a fresh base backup")
+        data_dir.chmod(0o700)  # as initdb leaves a data dir: PostgreSQL refuses a wider one
+        connection = f"host=127.0.0.1 port={self.port} user={SUPERUSER} application_name={name}"
+        command = [
+            str(postgres_bin_dir() / "pg_basebackup"),
+            *("--pgdata", str(data_dir), "--dbname", connection),
+            *("--wal-method=stream", "--write-recovery-conf", "--checkpoint=fast"),
+        ]
+        if not durable:
+            command.append("--no-sync")
+        _run(command, account, failure=f"pg_basebackup of {self.data_dir} into {data_dir} failed")
+        # The primary's log and socket lock files came along in the copy; they are not the standby's.
+        for copied in [data_dir / LOG_FILE, *data_dir.glob(".s.PGSQL.*")]:
+            copied.unlink(missing_ok=True)
+        standby = LocalPostgres(data_dir, port if port is not None else free_port())
+        standby._pg_ctl_start(account, durable=durable, settings=settings)
+        return standby
+
+    def make_synchronous(self, *names: str) -> None:
+        """Commits on this server wait until the first of the standbys `names` has flushed them
+        (`synchronous_standby_names`); returns once one of them is streaming as synchronous.
+        With no names, commits wait for no standby."""
+        listed = ", ".join(f'"{name}"' for name in names)
+        with closing(psycopg2.connect(self.url)) as connection:
+            connection.autocommit = True
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "ALTER SYSTEM SET synchronous_standby_names = %s",
+                    (f"FIRST 1 ({listed})" if names else "",),
+                )
+                cursor.execute("SELECT pg_reload_conf()")
+                deadline = time.monotonic() + REPLICATION_TIMEOUT
+                while names:
+                    cursor.execute(
+                        "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync' "
+                        "AND application_name = ANY(%s)",
+                        (list(names),),
+                    )
+                    if cursor.fetchone() == (1,):
+                        return
+                    if time.monotonic() > deadline:
+                        raise LocalPostgresError(
+                            f"no standby of {names} became synchronous on {self.data_dir}"
+                        )
+                    time.sleep(0.05)
+
+    def in_recovery(self) -> bool:
+        """Whether this server is a standby (replaying WAL) rather than a primary."""
+        with closing(psycopg2.connect(self.url)) as connection, connection.cursor() as cursor:
+            cursor.execute("SELECT pg_is_in_recovery()")
+            row = cursor.fetchone()
+        return bool(row and row[0])
+
+    def promote(self) -> None:
+        """Makes this standby a primary (`pg_ctl promote -w`); returns once it accepts writes."""
+        _run(
+            [str(postgres_bin_dir() / "pg_ctl"), "-D", str(self.data_dir), "-w", "-t", "60", "promote"],
+            _server_account(),
+            failure=f"PostgreSQL on {self.data_dir} was not promoted",
+        )
+
+    def kill(self) -> None:
+        """SIGKILLs the postmaster and every process of it at once, as a lost machine; returns once
+        they are gone. Nothing is shut down: the data dir is as a power cut leaves it."""
+        postmaster = _postmaster_pid(self.data_dir)
+        if postmaster is None:
+            return
+        # The postmaster first: alive, it would see its children die and start crash recovery.
+        doomed = [postmaster, *_children(postmaster)]
+        for pid in doomed:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + REPLICATION_TIMEOUT
+        while any(_alive(pid) for pid in doomed):
+            if time.monotonic() > deadline:
+                raise LocalPostgresError(f"PostgreSQL on {self.data_dir} outlived SIGKILL")
+            time.sleep(0.01)
+
+    def _pg_ctl_start(
+        self, account: pwd.struct_passwd | None, *, durable: bool, settings: Mapping[str, str] | None = None
+    ) -> None:
+        given = settings or {}
         settings = {
             "port": str(self.port),
             "listen_addresses": "127.0.0.1",
@@ -128,6 +249,7 @@ class LocalPostgres:
         }
         if not durable:
             settings |= {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+        settings |= given
         # pg_ctl hands -o to a shell, hence the quoting.
         options = " ".join(f"-c {shlex.quote(f'{name}={value}')}" for name, value in settings.items())
         command = [str(postgres_bin_dir() / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file)]
@@ -175,22 +297,54 @@ def postgres_bin_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 
 
-def _running_port(data_dir: Path) -> int | None:
-    """The port of the server whose postmaster.pid is in `data_dir`, if that process is alive."""
+def _postmaster_lines(data_dir: Path) -> list[str] | None:
+    """postmaster.pid's lines, if the process it names is alive: pid, data dir, start time, port,
+    socket dir, listen address, shared memory, status."""
     try:
-        # Lines: pid, data dir, start time, port, socket dir, listen address, shared memory, status.
         lines = (data_dir / "postmaster.pid").read_text().splitlines()
     except FileNotFoundError:
         return None
     if len(lines) < 4:
         return None  # a server still writing it, or one that died doing so
+    return lines if _alive(int(lines[0])) else None
+
+
+def _running_port(data_dir: Path) -> int | None:
+    """The port of the server whose postmaster.pid is in `data_dir`, if that process is alive."""
+    lines = _postmaster_lines(data_dir)
+    return None if lines is None else int(lines[3])
+
+
+def _postmaster_pid(data_dir: Path) -> int | None:
+    lines = _postmaster_lines(data_dir)
+    return None if lines is None else int(lines[0])
+
+
+def _alive(pid: int) -> bool:
     try:
-        os.kill(int(lines[0]), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
-        return None
+        return False
     except PermissionError:
         pass  # alive, just owned by another user
-    return int(lines[3])
+    # A killed child of ours stays a zombie until reaped; PostgreSQL's are the postmaster's.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return not Path("/proc").is_dir()
+
+
+def _children(parent: int) -> list[int]:
+    """The processes whose parent is `parent` (Linux's /proc; none found elsewhere)."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = entry.read_text().rpartition(")")[2].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if len(fields) > 1 and int(fields[1]) == parent:
+            found.append(int(entry.parent.name))
+    return found
 
 
 def _server_account() -> pwd.struct_passwd | None:

@@ -8,16 +8,17 @@ from typing import Any, TypeVar
 import psycopg2
 from psycopg2 import sql
 from sqlalchemy import Connection
-from sqlalchemy.engine import make_url
 
 from payout_manager.storage import audit
 from payout_manager.storage.database import create_database_engine
+from payout_manager.storage.urls import libpq_dsn
 
 T = TypeVar("T")
 
 
 def dsn(database_url: str) -> str:
-    return make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    """What psycopg2.connect takes for a URL of the tests: a +driver dropped, every host kept."""
+    return libpq_dsn(database_url)
 
 
 def _audited(database_url: str, check: Callable[[Connection], T]) -> T:
