@@ -212,24 +212,45 @@ class LocalPostgres:
         return bool(row and row[0])
 
     def promote(self) -> None:
-        """Makes this standby a primary (`pg_ctl promote -w`); returns once it accepts writes."""
-        _run(
-            [str(postgres_bin_dir() / "pg_ctl"), "-D", str(self.data_dir), "-w", "-t", "60", "promote"],
-            _server_account(),
-            failure=f"PostgreSQL on {self.data_dir} was not promoted",
-        )
+        """Makes this standby a primary; returns once it accepts writes.
+
+        By `pg_promote()` over a connection rather than `pg_ctl promote`: no child process as the
+        server's account, which a process with busy gRPC threads should not fork.
+        """
+        with closing(psycopg2.connect(self.url)) as connection:
+            connection.autocommit = True
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_promote(wait => true, wait_seconds => %s)", (int(REPLICATION_TIMEOUT),)
+                )
+                if cursor.fetchone() != (True,):
+                    raise LocalPostgresError(f"PostgreSQL on {self.data_dir} was not promoted")
+
+    def pause(self) -> None:
+        """SIGSTOPs the postmaster and every process of it: connections stay open, nothing answers."""
+        self._signal_all(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONTs what `pause` stopped."""
+        self._signal_all(signal.SIGCONT)
+
+    def _signal_all(self, signum: signal.Signals) -> list[int]:
+        postmaster = _postmaster_pid(self.data_dir)
+        if postmaster is None:
+            raise LocalPostgresError(f"PostgreSQL on {self.data_dir} is not running")
+        # The postmaster first: alive and running, it would react to what happens to its children.
+        processes = [postmaster, *_children(postmaster)]
+        for pid in processes:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+        return processes
 
     def kill(self) -> None:
         """SIGKILLs the postmaster and every process of it at once, as a lost machine; returns once
         they are gone. Nothing is shut down: the data dir is as a power cut leaves it."""
-        postmaster = _postmaster_pid(self.data_dir)
-        if postmaster is None:
+        if _postmaster_pid(self.data_dir) is None:
             return
-        # The postmaster first: alive, it would see its children die and start crash recovery.
-        doomed = [postmaster, *_children(postmaster)]
-        for pid in doomed:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        doomed = self._signal_all(signal.SIGKILL)
         deadline = time.monotonic() + REPLICATION_TIMEOUT
         while any(_alive(pid) for pid in doomed):
             if time.monotonic() > deadline:

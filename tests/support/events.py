@@ -17,6 +17,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import grpc
 import psycopg2
@@ -222,7 +223,7 @@ class Stack:
         # The testing kit's database and reference PartyManagement, as its own stacks start them.
         self._resources = ExitStack()
         self.database_url = self._resources.enter_context(database(self.postgres_server_url, "pm_events"))
-        self.topic = f"pm-events-payout-{self.database_url.rpartition('/')[2]}"
+        self.topic = f"pm-events-payout-{urlsplit(self.database_url).path.lstrip('/')}"
         self._party_management = self._resources.enter_context(party_management(self.directory))
 
     def serve(

@@ -82,6 +82,8 @@ class Load:
     failures: list[str] = field(default_factory=list)
     # Every answer by status code name (OK included), retried ones too.
     codes: Counter[str] = field(default_factory=Counter)
+    # Every answer as (time.monotonic() when it came, status code name), in order.
+    timeline: list[tuple[float, str]] = field(default_factory=list)
     retried: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -102,6 +104,11 @@ class Load:
         self._stop.set()
         self._join()
         return self.expected
+
+    def last_failed_answer(self) -> float | None:
+        """When the last answer other than OK came (time.monotonic()), if any did."""
+        with self._lock:
+            return max((at for at, code in self.timeline if code != "OK"), default=None)
 
     def completed(self) -> int:
         with self._lock:
@@ -211,6 +218,7 @@ class Load:
                 code = error.code() if isinstance(error, grpc.Call) else None
                 with self._lock:
                     self.codes[code.name if code else "NONE"] += 1
+                    self.timeline.append((time.monotonic(), code.name if code else "NONE"))
                 if code not in _RETRIED or time.monotonic() > deadline:
                     self._fail(f"{code}: {error}")
                     return None
@@ -220,6 +228,7 @@ class Load:
             else:
                 with self._lock:
                     self.codes["OK"] += 1
+                    self.timeline.append((time.monotonic(), "OK"))
                 return answer
 
     def _fail(self, problem: str) -> None:
