@@ -106,9 +106,12 @@ def scratch_postgres(prefix: str, *, passwords: bool = False) -> Iterator[LocalP
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-# Commits wait until the synchronous standby has flushed them: what makes a failover lose nothing
-# that was answered. The scratch servers' fsync stays off; a killed process loses no written page.
-SYNCHRONOUS = {"synchronous_commit": "on"}
+# Commits wait until the synchronous standby has them: what makes a failover lose nothing that was
+# answered. remote_apply rather than on (flushed): a database a test has just created is then on
+# the standby too, where libpq, given a multi-host URL, stops at "database does not exist" rather
+# than trying the next host. The scratch servers' fsync stays off; a killed process loses no
+# written page.
+SYNCHRONOUS = {"synchronous_commit": "remote_apply"}
 
 
 @dataclass

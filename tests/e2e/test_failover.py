@@ -17,10 +17,12 @@ import grpc
 import psycopg2
 import pytest
 from support.books import event_sequences
-from support.events import Stack, relay_leaders
+from support.events import Stack, relay_leaders, wait_for_leader
 from support.mixed import FUNDS, assert_nothing_lost, mixed_load
 from support.payouts import create, refusal
+from support.serving import run_to_exit
 
+from local_stack.postgres import create_database
 from payout_manager.events.relay import BATCH_SIZE
 from payout_manager.proto.party_management.v1 import party_management_pb2 as party_pb
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2 as pb
@@ -194,3 +196,27 @@ def _retried(call: Callable[[], pb.Payout], timeout: float = RECOVERY_LIMIT) -> 
             if refusal(error)[0] is not grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+
+
+def test_migrate_serve_and_the_relay_find_the_primary_when_the_first_host_is_a_standby(
+    pair: ReplicatedPostgres, kafka: TestKafka, tmp_path: Path
+) -> None:
+    pair.fail_over()
+    pair.rebuild_standby()
+    # The URL names the new standby first now: a read-only server that would refuse every write.
+    assert pair.standby is not None and pair.standby.port == pair.ports[0] and pair.standby.in_recovery()
+    url = create_database(pair.url(), "pm_failover_migrate")
+
+    migrated = run_to_exit(["migrate"], {"PM_DATABASE_URL": url})
+
+    assert migrated.returncode == 0, migrated.stderr
+    stack = Stack(pair.url(), kafka.bootstrap_servers, tmp_path)
+    try:
+        served = stack.serve(workers=2)
+        shop = stack.world.add_shop(funds=FUNDS)
+        made = create(served.payouts, shop.party_id, shop.shop_id, AMOUNT)
+        assert stack.published({made.payout_id: 1}) != []
+        wait_for_leader(stack.database_url)
+        assert relay_leaders(stack.database_url) == 1
+    finally:
+        stack.close()
