@@ -64,6 +64,8 @@ class Settings:
     unpaid_payout_ttl: int | None = None
     # A shop's payouts UNPAID or PAID at once; one more create is PAYOUT_LIMIT_EXCEEDED (SPEC 1.1).
     max_unresolved_payouts_per_shop: int = DEFAULT_MAX_UNRESOLVED_PER_SHOP
+    # A replica for the reads that may be a little stale (SPEC 4); None: every read on the primary.
+    database_read_url: str | None = None
 
     def require_database_url(self) -> URL:
         """PM_DATABASE_URL with the password of PM_DATABASE_PASSWORD_FILE, where set, for every connection.
@@ -73,7 +75,14 @@ class Settings:
         """
         if not self.database_url:
             raise SettingsError("PM_DATABASE_URL is not set: give the PostgreSQL URL, e.g. postgresql://...")
-        url = urls.parse(self.database_url)
+        return self._with_password(self.database_url)
+
+    def read_database_url(self) -> URL | None:
+        """PM_DATABASE_READ_URL, with the password of PM_DATABASE_PASSWORD_FILE as above; None without it."""
+        return None if self.database_read_url is None else self._with_password(self.database_read_url)
+
+    def _with_password(self, text: str) -> URL:
+        url = urls.parse(text)
         if self.database_password_file is None:
             return url
         return url.set(password=_password("PM_DATABASE_PASSWORD_FILE", self.database_password_file))
@@ -337,17 +346,19 @@ def _party_management_tls(get: Callable[[str], str | None]) -> dict[str, Path | 
     )
 
 
-def _database_password_file(get: Callable[[str], str | None], url: str | None) -> Path | None:
+def _database_password_file(get: Callable[[str], str | None]) -> Path | None:
     value = get("PM_DATABASE_PASSWORD_FILE")
     if value is None:
         return None
     path = _readable_file("PM_DATABASE_PASSWORD_FILE", value)
-    # `url` is checked already (an earlier argument of Settings). With two passwords, whoever reads
-    # the settings would have to guess which one is used.
-    if url is not None and urls.parse(url).password is not None:
-        raise SettingsError(
-            "PM_DATABASE_PASSWORD_FILE is set and PM_DATABASE_URL has a password too: give it in one place"
-        )
+    # The URLs are checked already (earlier arguments of Settings). With two passwords, whoever
+    # reads the settings would have to guess which one is used.
+    for name in ("PM_DATABASE_URL", "PM_DATABASE_READ_URL"):
+        url = get(name)
+        if url is not None and urls.parse(url).password is not None:
+            raise SettingsError(
+                f"PM_DATABASE_PASSWORD_FILE is set and {name} has a password too: give it in one place"
+            )
     return path
 
 
@@ -360,6 +371,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         return value.strip() if value is not None and value.strip() else None
 
     url = get("PM_DATABASE_URL")
+    read_url = get("PM_DATABASE_READ_URL")
     servers = get("PM_KAFKA_BOOTSTRAP_SERVERS")
     metrics = get("PM_METRICS_ADDRESS")
     policy = get("PM_AUTH_POLICY_FILE")
@@ -393,7 +405,8 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         database_pool_size=_positive_int(
             "PM_DATABASE_POOL_SIZE", get("PM_DATABASE_POOL_SIZE") or str(defaults.database_pool_size)
         ),
-        database_password_file=_database_password_file(get, url),
+        database_read_url=database_url("PM_DATABASE_READ_URL", read_url) if read_url else None,
+        database_password_file=_database_password_file(get),
         shutdown_grace=_positive_float(
             "PM_SHUTDOWN_GRACE", get("PM_SHUTDOWN_GRACE") or str(defaults.shutdown_grace)
         ),

@@ -14,13 +14,20 @@ from payout_manager.api import convert
 from payout_manager.proto.accounter.v1 import accounter_pb2 as pb
 from payout_manager.storage.database import Database
 from payout_manager.storage.ledger import Ledger
+from payout_manager.storage.replica import Reads
 
 
 class AccounterServicer:
     def __init__(
-        self, database: Database, *, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+        self,
+        database: Database,
+        *,
+        replica: Database | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        """`replica`: where `GetAccount` with `at` reads, when the replica has replayed past `at`."""
         self._database = database
+        self._reads = Reads(database, replica)
         self._clock = clock
 
     def CreateAccount(
@@ -34,8 +41,22 @@ class AccounterServicer:
     def GetAccount(
         self, request: pb.GetAccountRequest, caller: Caller, context: grpc.ServicerContext
     ) -> pb.Account:
-        at = convert.moment("at", request.at) if request.HasField("at") else None
-        account = self._database.transaction(lambda c: Ledger(c).get_account(request.account_id, at))
+        if not request.HasField("at"):
+            account = self._database.transaction(lambda c: Ledger(c).get_account(request.account_id))
+            return convert.account_to_proto(account)
+        at = convert.moment("at", request.at)
+
+        def past(connection: Connection) -> tuple[Account, datetime | None]:
+            ledger = Ledger(connection)
+            # First: the balance read after it is at least as recent as this moment.
+            replayed = ledger.replayed_until()
+            return ledger.get_account(request.account_id, at), replayed
+
+        # From a replica only if it has replayed a commit made at `at` or later (None: a primary).
+        account, _ = self._reads.stale(
+            lambda database: database.transaction(past),
+            settled=lambda answer: answer[1] is None or answer[1] >= at,
+        )
         return convert.account_to_proto(account)
 
     def Hold(

@@ -61,6 +61,7 @@ class RunningServer:
     port: int
     health: health.HealthServicer
     database: Database
+    replica: Database | None
     party_management: PartyManagementClient
 
     def stop(self, grace: float) -> None:
@@ -69,6 +70,8 @@ class RunningServer:
         self.server.stop(grace).wait()
         self.party_management.close()
         self.database.dispose()
+        if self.replica is not None:
+            self.replica.dispose()
 
 
 def build_server(
@@ -85,9 +88,16 @@ def build_server(
     if metrics is not None:
         metrics.watch_pool(engine, settings.database_pool_size)
     database = Database(engine)
+    read_url = settings.read_database_url()
+    # The replica's pool is as large: every thread may be reading at once.
+    replica = (
+        None
+        if read_url is None
+        else Database(create_database_engine(read_url, pool_size=settings.database_pool_size))
+    )
     party_management = _party_management(settings, None if metrics is None else metrics.retried)
     payouts = PayoutService(
-        SqlStorage(database),
+        SqlStorage(database, replica),
         party_management,
         max_unresolved_per_shop=settings.max_unresolved_payouts_per_shop,
     )
@@ -101,7 +111,9 @@ def build_server(
     server.add_generic_rpc_handlers(
         (
             service_handler(SERVICES[0], PayoutManagementServicer(payouts), authorizer.caller, observe),
-            service_handler(SERVICES[1], AccounterServicer(database), authorizer.caller, observe),
+            service_handler(
+                SERVICES[1], AccounterServicer(database, replica=replica), authorizer.caller, observe
+            ),
         )
     )
     health_servicer = health.HealthServicer()
@@ -119,13 +131,15 @@ def build_server(
     except RuntimeError:
         port = 0
     if port == 0:
-        database.dispose()
+        for opened in (database, replica):
+            if opened is not None:
+                opened.dispose()
         party_management.close()
         raise SettingsError(f"cannot listen on {address}: the address is in use or not this host's")
     server.start()
     for name in ["", *names]:
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server, port, health_servicer, database, party_management)
+    return RunningServer(server, port, health_servicer, database, replica, party_management)
 
 
 def _party_management(settings: Settings, on_retry: Callable[[], None] | None) -> PartyManagementClient:

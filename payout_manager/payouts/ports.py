@@ -87,8 +87,9 @@ class UnitOfWork(Protocol):
 
 
 class Storage(Protocol):
-    def payout(self, payout_id: str) -> Payout | None:
-        """The payout as stored now, or None."""
+    def payout(self, payout_id: str, *, stale: bool = False) -> Payout | None:
+        """The payout as stored now, or None; `stale`: as a replica has it, if there is one (a
+        payout the replica lacks is read where every commit is)."""
         ...
 
     def create(
@@ -125,4 +126,12 @@ class Storage(Protocol):
 
     def read(self, work: Callable[[UnitOfWork], T]) -> T:
         """Runs read-only `work`; each statement sees the latest commits."""
+        ...
+
+    def stale_read(self, work: Callable[[UnitOfWork], T], settled: Callable[[T], bool] = ...) -> T:
+        """Runs read-only `work` where its answer may be a little stale (a replica, if any).
+
+        An answer that `settled` rejects, or a refusal that something is not found, is read again
+        where every commit is (`storage.replica` has the rule).
+        """
         ...

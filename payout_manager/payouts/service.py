@@ -210,8 +210,10 @@ class PayoutService:
         return payout if changed else None
 
     def get(self, payout_id: str, caller: Caller) -> Payout:
+        """The payout's latest revision; from a replica, as of its lag (a payout it lacks is read
+        from the primary)."""
         validation.check_payout_id(payout_id)
-        return self._visible_now(payout_id, caller)
+        return self._visible_now(payout_id, caller, stale=True)
 
     def event(self, payout_id: str, revision: int, caller: Caller) -> bytes:
         """The stored event `revision` of the payout: its snapshot is the payout at that revision."""
@@ -230,7 +232,7 @@ class PayoutService:
                 _visible(payouts, payout_id, caller)
             raise Refusal(Reason.REVISION_NOT_FOUND, f"payout {payout_id} has no revision {revision}")
 
-        return self._storage.read(read)
+        return self._storage.stale_read(read)
 
     def events(self, payout_id: str, after_sequence_id: int, limit: int, caller: Caller) -> list[bytes]:
         """The payout's stored events after `after_sequence_id`, oldest first."""
@@ -246,7 +248,8 @@ class PayoutService:
                 _visible(payouts, payout_id, caller)
             return found
 
-        return self._storage.read(read)
+        # No event after the caller's sequence id may only mean that a replica lags: the primary says.
+        return self._storage.stale_read(read, bool)
 
     def list(self, where: PayoutFilter, page_token: str, page_size: int, caller: Caller) -> Page:
         """One page of payouts, newest first, and the token of the next page ('' on the last).
@@ -259,14 +262,14 @@ class PayoutService:
                 return Page([], "")
             if not where.party_id:
                 where = replace(where, parties=caller.parties)
-        rows = self._storage.read(lambda unit: unit.payouts.list(where, after, page_size + 1))
+        rows = self._storage.stale_read(lambda unit: unit.payouts.list(where, after, page_size + 1))
         page, more = rows[:page_size], len(rows) > page_size
         token = listing.encode(Cursor(page[-1].created_at, page[-1].payout_id), where) if more else ""
         return Page(page, token)
 
-    def _visible_now(self, payout_id: str, caller: Caller) -> Payout:
-        """The payout as stored now, if `caller` may see it (as `_visible`)."""
-        payout = self._storage.payout(payout_id)
+    def _visible_now(self, payout_id: str, caller: Caller, *, stale: bool = False) -> Payout:
+        """The payout as stored now (or on a replica, `stale`), if `caller` may see it (as `_visible`)."""
+        payout = self._storage.payout(payout_id, stale=stale)
         if payout is None or not caller.may_touch(payout.party_id):
             raise _not_found(payout_id)
         return payout

@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -265,6 +265,18 @@ class Ledger:
             min_available_amount=_in_int64(account_id, past.min_available_amount),
             max_available_amount=_in_int64(account_id, past.max_available_amount),
         )
+
+    def replayed_until(self) -> datetime | None:
+        """On a replica, when the last transaction it replayed was committed on the primary (the
+        earliest moment there is, if it has replayed none since it started); None on a primary,
+        which has every commit."""
+        recovering, replayed = self._connection.execute(
+            text("SELECT pg_is_in_recovery(), pg_last_xact_replay_timestamp()")
+        ).one()
+        if not recovering:
+            return None
+        moment: datetime = replayed if replayed is not None else datetime.min.replace(tzinfo=UTC)
+        return moment
 
     def accounts(self, account_ids: Iterable[int]) -> dict[int, Account]:
         """The accounts with their balances now, summed over their slots."""

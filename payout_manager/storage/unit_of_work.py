@@ -15,6 +15,7 @@ from payout_manager.storage import procedures
 from payout_manager.storage.database import Database
 from payout_manager.storage.ledger import Ledger
 from payout_manager.storage.payouts import Payouts, fetch_payout
+from payout_manager.storage.replica import Reads
 
 T = TypeVar("T")
 
@@ -29,13 +30,24 @@ def _unit(connection: Connection) -> SqlUnitOfWork:
 
 
 class SqlStorage:
-    """The service's `Storage`: each unit of work is one `Database` transaction (or read)."""
+    """The service's `Storage`: each unit of work is one `Database` transaction (or read).
 
-    def __init__(self, database: Database) -> None:
+    `replica`: where the reads that may be a little stale go (`storage.replica`).
+    """
+
+    def __init__(self, database: Database, replica: Database | None = None) -> None:
         self._database = database
+        self._reads = Reads(database, replica)
 
-    def payout(self, payout_id: str) -> Payout | None:
-        return self._database.call(lambda cursor: fetch_payout(cursor, payout_id))
+    def payout(self, payout_id: str, *, stale: bool = False) -> Payout | None:
+        def fetch(database: Database) -> Payout | None:
+            return database.call(lambda cursor: fetch_payout(cursor, payout_id))
+
+        return (
+            self._reads.stale(fetch, settled=lambda found: found is not None)
+            if stale
+            else fetch(self._database)
+        )
 
     def create(
         self,
@@ -61,3 +73,6 @@ class SqlStorage:
 
     def read(self, work: Callable[[UnitOfWork], T]) -> T:
         return self._database.read(lambda connection: work(_unit(connection)))
+
+    def stale_read(self, work: Callable[[UnitOfWork], T], settled: Callable[[T], bool] = lambda _: True) -> T:
+        return self._reads.stale(lambda database: database.read(lambda c: work(_unit(c))), settled=settled)

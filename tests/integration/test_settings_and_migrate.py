@@ -296,18 +296,39 @@ def test_the_password_file_gives_the_database_url_its_password_and_shows_it_nowh
     assert options and not any(PASSWORD in value for value in options)
 
 
-def test_a_password_in_both_the_url_and_the_file_is_refused_in_one_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize("variable", ["PM_DATABASE_URL", "PM_DATABASE_READ_URL"])
+def test_a_password_in_both_the_url_and_the_file_is_refused_in_one_line(
+    tmp_path: Path, variable: str
+) -> None:
     with pytest.raises(SettingsError) as refused:
         settings.load(
             {
-                "PM_DATABASE_URL": f"postgresql://pm:{PASSWORD}@db.example/pm",
+                "PM_DATABASE_URL": "postgresql://pm@db.example/pm",
+                variable: f"postgresql://pm:{PASSWORD}@db.example/pm",
                 "PM_DATABASE_PASSWORD_FILE": str(password_file(tmp_path, "another")),
             }
         )
 
     message = str(refused.value)
-    assert "PM_DATABASE_PASSWORD_FILE" in message and "PM_DATABASE_URL" in message
+    assert "PM_DATABASE_PASSWORD_FILE" in message and variable in message
     assert "\n" not in message and PASSWORD not in message and "another" not in message
+
+
+def test_the_password_file_serves_the_read_replica_too(tmp_path: Path) -> None:
+    loaded = settings.load(
+        {
+            "PM_DATABASE_URL": "postgresql://pm@primary.example/pm",
+            "PM_DATABASE_READ_URL": "postgresql://pm@replica.example/pm",
+            "PM_DATABASE_PASSWORD_FILE": str(password_file(tmp_path, PASSWORD)),
+        }
+    )
+
+    replica = loaded.read_database_url()
+    assert replica is not None and (replica.host, replica.password) == ("replica.example", PASSWORD)
+    assert PASSWORD not in repr(loaded) and PASSWORD not in repr(replica)
+    assert (
+        settings.load({"PM_DATABASE_URL": "postgresql://pm@primary.example/pm"}).read_database_url() is None
+    )
 
 
 def test_an_empty_password_file_is_refused_in_one_line(tmp_path: Path) -> None:
@@ -351,6 +372,8 @@ def test_require_database_url_names_the_missing_setting() -> None:
         ("PM_DATABASE_URL", f"postgresql://pm:{PASSWORD}@127.0.0.1:5432,127.0.0.1:70000/pm"),
         ("PM_DATABASE_URL", f"postgresql://pm:{PASSWORD}@127.0.0.1:5432,[::1]:5432/pm"),
         ("PM_DATABASE_URL", f"postgresql://pm:{PASSWORD}@127.0.0.1:5432,:5432/pm"),
+        ("PM_DATABASE_READ_URL", "mysql://x/y"),
+        ("PM_DATABASE_READ_URL", f"postgresql://pm:{PASSWORD}@127.0.0.1:notaport/pm"),
         ("PM_GRPC_ADDRESS", "nohostport"),
         ("PM_GRPC_ADDRESS", "host:notaport"),
         ("PM_GRPC_ADDRESS", "host:70000"),

@@ -160,7 +160,11 @@ class MemoryStorage:
     def read(self, work: Callable[[UnitOfWork], T]) -> T:
         return work(self.unit)
 
-    def payout(self, payout_id: str) -> Payout | None:
+    def stale_read(self, work: Callable[[UnitOfWork], T], settled: Callable[[T], bool] = lambda _: True) -> T:
+        """No replica here: every read sees every commit."""
+        return work(self.unit)
+
+    def payout(self, payout_id: str, *, stale: bool = False) -> Payout | None:
         return self.unit.payouts.get(payout_id)
 
     def accounts(self, account_ids: Collection[int]) -> dict[int, Account]:
