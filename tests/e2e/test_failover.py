@@ -70,10 +70,12 @@ def test_the_primary_killed_under_load_loses_no_answered_call_and_the_service_fo
         1 for at, code in load.timeline if code != "OK" and killed <= at <= promoted + RECOVERY_LIMIT
     )
     ok_after = sum(1 for at, code in load.timeline if code == "OK" and at > promoted)
+    first_ok = min((at for at, code in load.timeline if code == "OK" and at > promoted), default=promoted)
     print(
         f"{before} payouts before the kill, {len(load.expected)} in all; "
         f"{failed_in_switch} answers UNAVAILABLE from the kill on, the last {recovered:.2f} s after "
-        f"the promotion ({promoted - killed:.2f} s after the kill); {ok_after} OK answers after it"
+        f"the promotion ({promoted - killed:.2f} s after the kill); the first OK {first_ok - promoted:.3f} s "
+        f"after it, {ok_after} OK answers after it"
     )
     # The switch met calls, they were told to retry, and after it calls succeed again in time.
     assert load.codes["UNAVAILABLE"] > 0
