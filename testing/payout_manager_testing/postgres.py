@@ -17,7 +17,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -26,8 +25,7 @@ import pytest
 from psycopg2 import sql
 from testcontainers.core.docker_client import get_docker_host
 
-from local_stack.ports import free_port
-from local_stack.postgres import SUPERUSER, LocalPostgres, create_database
+from local_stack.postgres import SUPERUSER, LocalPostgres, ReplicatedPostgres, create_database
 
 TEST_DATABASE_URL_VARIABLE = "PM_TEST_DATABASE_URL"
 DOCKER_IMAGE = "postgres:18"
@@ -106,79 +104,13 @@ def scratch_postgres(prefix: str, *, passwords: bool = False) -> Iterator[LocalP
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-# Commits wait until the synchronous standby has them: what makes a failover lose nothing that was
-# answered. remote_apply rather than on (flushed): a database a test has just created is then on
-# the standby too, where libpq, given a multi-host URL, stops at "database does not exist" rather
-# than trying the next host. The scratch servers' fsync stays off; a killed process loses no
-# written page.
-SYNCHRONOUS = {"synchronous_commit": "remote_apply"}
-
-
-@dataclass
-class ReplicatedPostgres:
-    """A primary and a synchronous standby of it, in a scratch directory, under one multi-host URL.
-
-    The URL names both ports in a fixed order and asks for the read-write server, so it reaches
-    whichever is the primary now: after `fail_over`, the promoted standby; after
-    `rebuild_standby`, the new standby takes the dead server's port and the URL still names both.
-    """
-
-    directory: Path
-    primary: LocalPostgres
-    standby: LocalPostgres | None
-    ports: tuple[int, int]
-    generation: int = 0
-
-    def url(self, database: str = "postgres") -> str:
-        """libpq's multi-host URL of `database`, on whichever server is the primary."""
-        servers = ",".join(f"127.0.0.1:{port}" for port in self.ports)
-        return f"postgresql://{SUPERUSER}@{servers}/{database}?target_session_attrs=read-write"
-
-    @property
-    def servers(self) -> list[LocalPostgres]:
-        return [self.primary, *([self.standby] if self.standby else [])]
-
-    def fail_over(self, *, before_promotion: float = 0.0) -> None:
-        """SIGKILLs the primary (every process of it), then promotes the standby, `before_promotion`
-        seconds later (what a failover manager takes to decide); the standby is the primary then."""
-        standby = self._require_standby()
-        self.primary.kill()
-        time.sleep(before_promotion)
-        standby.promote()
-        self.primary, self.standby = standby, None
-
-    def rebuild_standby(self) -> LocalPostgres:
-        """A new synchronous standby of the primary, by pg_basebackup, on the port the primary does
-        not use: a lost server is replaced, not repaired."""
-        if self.standby is not None:
-            raise RuntimeError("the pair has its standby")
-        self.generation += 1
-        port = next(port for port in self.ports if port != self.primary.port)
-        name = f"standby{self.generation}"
-        self.standby = self.primary.start_standby(
-            self.directory / name, name=name, port=port, durable=False, settings=SYNCHRONOUS
-        )
-        self.primary.make_synchronous(name)
-        return self.standby
-
-    def stop(self) -> None:
-        for server in self.servers:
-            server.stop()
-
-    def _require_standby(self) -> LocalPostgres:
-        if self.standby is None:
-            raise RuntimeError("the pair has no standby: rebuild_standby first")
-        return self.standby
-
-
 @contextmanager
 def replicated_postgres(prefix: str) -> Iterator[ReplicatedPostgres]:
-    """A primary with a synchronous standby (`ReplicatedPostgres`) in a scratch directory; removed after."""
+    """A primary with a synchronous standby (`ReplicatedPostgres`) in a scratch directory, trading
+    durability for speed (a killed process still loses nothing written); removed after."""
     scratch = Path(tempfile.mkdtemp(prefix=prefix))
-    primary = LocalPostgres.start(scratch / "primary", durable=False, settings=SYNCHRONOUS)
-    pair = ReplicatedPostgres(scratch, primary, None, (primary.port, free_port()))
+    pair = ReplicatedPostgres.start(scratch, durable=False)
     try:
-        pair.rebuild_standby()
         yield pair
     finally:
         pair.stop()

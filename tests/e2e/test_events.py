@@ -25,11 +25,11 @@ from support.events import (
     sequences,
     wait_for_leader,
 )
-from support.load import Load
 from support.payouts import cancel, confirm, create, mark_paid
 
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2 as pb
 from payout_manager_testing.kafka import TestKafka
+from payout_manager_testing.load import Load
 
 HEADER_NAMES = {"event_id", "content-type", "message-type"}
 FUNDS = 10**12

@@ -22,13 +22,13 @@ from support.mixed import FUNDS, assert_nothing_lost, mixed_load
 from support.payouts import create, refusal
 from support.serving import run_to_exit
 
-from local_stack.postgres import create_database
+from local_stack.postgres import ReplicatedPostgres, create_database
 from payout_manager.events.relay import BATCH_SIZE
 from payout_manager.proto.party_management.v1 import party_management_pb2 as party_pb
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2 as pb
 from payout_manager.storage.audit import audit_books
 from payout_manager_testing.kafka import TestKafka
-from payout_manager_testing.postgres import ReplicatedPostgres, replicated_postgres
+from payout_manager_testing.postgres import replicated_postgres
 
 # What a failover manager (Patroni, pg_auto_failover) takes to see the primary gone and promote.
 DETECTION = 1.0

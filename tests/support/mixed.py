@@ -10,8 +10,8 @@ from payout_manager.proto.accounter.v1 import accounter_pb2 as accounter_pb
 from payout_manager.proto.accounter.v1 import accounter_pb2_grpc
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2 as pb
 from payout_manager.storage.audit import audit_books
+from payout_manager_testing.load import Load
 from support.events import Stack, assert_complete_and_ordered
-from support.load import Load
 
 FUNDS = 10**12
 THREADS = 8

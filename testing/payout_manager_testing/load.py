@@ -27,8 +27,8 @@ from payout_manager.proto.accounter.v1 import accounter_pb2 as accounter_pb
 from payout_manager.proto.accounter.v1 import accounter_pb2_grpc
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2 as pb
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2_grpc
+from payout_manager_testing.calls import Stub, cancel, confirm, create, mark_paid
 from payout_manager_testing.world import Shop
-from support.payouts import Stub, cancel, confirm, create, mark_paid
 
 STEPS: dict[str, Callable[[Stub, str], pb.Payout]] = {
     "mark_paid": mark_paid,
