@@ -9,6 +9,7 @@ INVALID_ARGUMENT instead of grpc's INTERNAL, and turns every Refusal into its st
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -55,6 +56,38 @@ def _ignore(method: str, code: str, seconds: float) -> None:
     pass
 
 
+class Gate:
+    """Counts the calls in flight, and once closed refuses new ones: a stopping server's drain.
+
+    gRPC's own stop cancels a call that arrives on an open connection while it stops (CANCELLED,
+    grpc/grpc#41785), which a client does not know to retry. So the server closes this gate first:
+    every call that arrives then is UNAVAILABLE / SERVER_STOPPING, which it does; the server stops
+    gRPC once the calls in flight are done.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self._in_flight = 0
+        self._closed = False
+
+    def enter(self) -> None:
+        with self._lock:
+            if self._closed:
+                raise Refusal(Reason.SERVER_STOPPING, "the server is stopping: call another, or again")
+            self._in_flight += 1
+
+    def leave(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+            self._lock.notify_all()
+
+    def close_and_wait(self, timeout: float) -> bool:
+        """Refuses every call from now on; True once none is in flight, False after `timeout` seconds."""
+        with self._lock:
+            self._closed = True
+            return self._lock.wait_for(lambda: self._in_flight == 0, timeout)
+
+
 def _request_id(context: grpc.ServicerContext) -> str:
     """The caller's x-request-id (printable, at most 128 characters), or a new one."""
     for key, value in context.invocation_metadata() or ():
@@ -70,7 +103,7 @@ def _payout_id(message: object) -> str:
 
 
 def _guarded(
-    method: str, behaviour: Behaviour, observe: Observer, authorize: Authorize
+    method: str, behaviour: Behaviour, observe: Observer, authorize: Authorize, gate: Gate | None
 ) -> Callable[[Message | _Malformed, grpc.ServicerContext], Message]:
     def handle(request: Message | _Malformed, context: grpc.ServicerContext) -> Message:
         started = time.monotonic()
@@ -81,7 +114,11 @@ def _guarded(
             "caller": "",
         }
         code, outcome = grpc.StatusCode.OK, ""
+        entered = False
         try:
+            if gate is not None:
+                gate.enter()
+                entered = True
             caller = authorize(context)
             call["caller"] = caller.identity
             if isinstance(request, _Malformed):
@@ -104,6 +141,9 @@ def _guarded(
             context.abort(grpc.StatusCode.INTERNAL, "internal error")
             raise
         finally:
+            if entered:
+                assert gate is not None
+                gate.leave()
             seconds = time.monotonic() - started
             observe(method, code.name, seconds)
             log.info(
@@ -127,10 +167,12 @@ def service_handler(
     servicer: object,
     authorize: Callable[[str, grpc.ServicerContext], Caller],
     observe: Observer | None = None,
+    gate: Gate | None = None,
 ) -> grpc.GenericRpcHandler:
     """A handler serving every method of `service` from the same-named methods of `servicer`.
 
-    `authorize(method, context)`, with the policy's name of the method, decides each call first.
+    `authorize(method, context)`, with the policy's name of the method, decides each call first;
+    a closed `gate` refuses it before that.
     """
     handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
     for method, name in zip(service.methods, method_names(service), strict=True):
@@ -140,7 +182,7 @@ def service_handler(
             return authorize(name, context)
 
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            _guarded(method.full_name, getattr(servicer, method.name), observe or _ignore, decide),
+            _guarded(method.full_name, getattr(servicer, method.name), observe or _ignore, decide, gate),
             request_deserializer=_decoder(request_class),
             response_serializer=lambda response: response.SerializeToString(),
         )

@@ -16,6 +16,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from clients.party_management.client import PartyManagementClient
 from payout_manager import logs
 from payout_manager.api import auth, tls
 from payout_manager.api.accounter import AccounterServicer
-from payout_manager.api.handlers import method_names, service_handler
+from payout_manager.api.handlers import Gate, method_names, service_handler
 from payout_manager.api.payout_management import PayoutManagementServicer
 from payout_manager.events.kafka_config import KafkaConnection
 from payout_manager.events.relay import Relay
@@ -60,6 +61,7 @@ class RunningServer:
     server: grpc.Server
     port: int
     health: health.HealthServicer
+    gate: Gate
     database: Database
     replica: Database | None
     party_management: PartyManagementClient
@@ -67,7 +69,9 @@ class RunningServer:
     def stop(self, grace: float) -> None:
         """Refuses new calls, lets in-flight ones finish within `grace` seconds, then closes."""
         self.health.enter_graceful_shutdown()
-        self.server.stop(grace).wait()
+        started = time.monotonic()
+        self.gate.close_and_wait(grace)
+        self.server.stop(max(0.0, grace - (time.monotonic() - started))).wait()
         self.party_management.close()
         self.database.dispose()
         if self.replica is not None:
@@ -108,11 +112,12 @@ def build_server(
         options=[("grpc.so_reuseport", int(share_port))],
     )
     observe = None if metrics is None else metrics.observe
+    gate = Gate()
     server.add_generic_rpc_handlers(
         (
-            service_handler(SERVICES[0], PayoutManagementServicer(payouts), authorizer.caller, observe),
+            service_handler(SERVICES[0], PayoutManagementServicer(payouts), authorizer.caller, observe, gate),
             service_handler(
-                SERVICES[1], AccounterServicer(database, replica=replica), authorizer.caller, observe
+                SERVICES[1], AccounterServicer(database, replica=replica), authorizer.caller, observe, gate
             ),
         )
     )
@@ -139,7 +144,7 @@ def build_server(
     server.start()
     for name in ["", *names]:
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server, port, health_servicer, database, replica, party_management)
+    return RunningServer(server, port, health_servicer, gate, database, replica, party_management)
 
 
 def _party_management(settings: Settings, on_retry: Callable[[], None] | None) -> PartyManagementClient:

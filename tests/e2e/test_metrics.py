@@ -20,6 +20,8 @@ def test_a_scrape_shows_calls_payouts_outbox_and_pool(
 ) -> None:
     metrics = f"127.0.0.1:{free_port()}"
     served = start_serve(workers, env={"PM_METRICS_ADDRESS": metrics})
+    # Each worker reports its pool once it serves; the first SERVING answer may come before the other.
+    served.wait_for_workers(workers)
     shop = world.add_shop(funds=100_000)
     before = scrape(metrics)
 

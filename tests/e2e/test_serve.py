@@ -25,6 +25,7 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
+from support.payouts import refusal
 from support.serving import PartyManagementServer, Served, StartServe
 
 from payout_manager.proto.party_management.v1 import party_management_pb2 as party_pb
@@ -341,7 +342,8 @@ def test_sigterm_lets_in_flight_calls_finish_and_refuses_new_ones(
     finally:
         slow.close()
 
-    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    # Refused by the server's drain, which a client retries elsewhere: not gRPC's CANCELLED.
+    assert refusal(refused.value) == (grpc.StatusCode.UNAVAILABLE, "SERVER_STOPPING")
     assert still_running == in_flight, "the in-flight calls finished before the late call was refused"
     assert [payout.payout_id for payout in created] == payout_ids
     assert all(payout.status == pb.PAYOUT_STATUS_UNPAID for payout in created)

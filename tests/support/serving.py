@@ -51,8 +51,7 @@ class Served:
             time.sleep(0.05)
 
     def wait_for_workers(self, workers: int, timeout: float = 30.0) -> None:
-        """Until each of `workers` worker processes has logged that it serves: one SERVING answer
-        on the shared port comes from whichever worker the kernel picked."""
+        """Until each of `workers` worker processes has logged that it serves (at PM_LOG_LEVEL INFO)."""
         deadline = time.monotonic() + timeout
         while self.process.output().count("serving on port") < workers:
             if time.monotonic() > deadline:
@@ -68,7 +67,10 @@ def serve(
     started: list[Served] | None = None,
     credentials: grpc.ChannelCredentials | None = None,
 ) -> Served:
-    """`serve --workers N` on a free port, once every worker is SERVING; `started` gets it first."""
+    """`serve --workers N` on a free port, once it is SERVING; `started` gets it before the wait.
+
+    One SERVING answer on the shared port comes from whichever worker the kernel picked: a test
+    that needs every worker up waits for them (`Served.wait_for_workers`)."""
     address = f"127.0.0.1:{free_port()}"
     served = Served(
         Process(["serve", "--workers", str(workers), "--address", address], env, log_path), address
@@ -76,7 +78,6 @@ def serve(
     if started is not None:
         started.append(served)
     wait_until_serving(address, served.process, credentials=credentials)
-    served.wait_for_workers(workers)
     return served
 
 
