@@ -25,6 +25,7 @@ import importlib.util
 import os
 import pwd
 import shlex
+import shutil
 import signal
 import stat
 import subprocess
@@ -33,6 +34,7 @@ from collections.abc import Mapping
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import psycopg2
@@ -506,7 +508,20 @@ def _socket_dir(data_dir: Path, port: int, account: pwd.struct_passwd | None) ->
 
 
 def _run(command: list[str], account: pwd.struct_passwd | None, *, failure: str) -> None:
-    """Runs a PostgreSQL program as `account`; raises LocalPostgresError with its output on failure."""
+    """Runs a PostgreSQL program as `account`; raises LocalPostgresError with its output on failure.
+
+    Where util-linux's setpriv is, it changes the account, not Python: Python then starts the
+    program with vfork, whereas changing the user itself takes a full fork of this process, and a
+    fork of a process whose gRPC threads are busy (a test or the chaos run under load) can die in
+    the child before it runs the program (seen: a gRPC check failure and SIGBUS).
+    """
+    setpriv = shutil.which("setpriv") if account is not None else None
+    switch: dict[str, Any] = {}
+    if account is not None and setpriv is not None:
+        ids = [f"--reuid={account.pw_uid}", f"--regid={account.pw_gid}", "--clear-groups"]
+        command = [setpriv, *ids, "--", *command]
+    elif account is not None:
+        switch = {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
     try:
         subprocess.run(
             command,
@@ -515,9 +530,7 @@ def _run(command: list[str], account: pwd.struct_passwd | None, *, failure: str)
             text=True,
             # The account may not be allowed into the caller's working directory.
             cwd="/",
-            user=None if account is None else account.pw_uid,
-            group=None if account is None else account.pw_gid,
-            extra_groups=None if account is None else [],
+            **switch,
         )
     except subprocess.CalledProcessError as error:
         output = "\n".join(part.strip() for part in (error.stdout, error.stderr) if part and part.strip())
