@@ -55,14 +55,25 @@ def party_management(directory: Path) -> Iterator[PartyManagement]:
     `World` fills as shops are added); stopped when the block ends."""
     config = directory / CONFIG_NAME
     config.write_text(json.dumps({"system_accounts": {}, "parties": []}))
-    address = f"127.0.0.1:{free_port()}"
-    process = Process(
-        ["party-management", "--config", str(config), "--address", address],
-        {},
-        directory / "party-management.log",
-    )
+    started = start_party_management(directory, config, f"127.0.0.1:{free_port()}")
+    try:
+        yield started
+    finally:
+        started.process.stop(timeout=20)
+
+
+def start_party_management(
+    directory: Path, config: Path, address: str, *, restart: bool = False
+) -> PartyManagement:
+    """The reference server on `address` with `config`, its log in `directory`; returns once it
+    listens. `restart`: a server that was on `address` before (its log gets a new file)."""
+    log = directory / "party-management.log"
+    if restart:
+        log = directory / f"party-management-{uuid.uuid4().hex[:8]}.log"
+    process = Process(["party-management", "--config", str(config), "--address", address], {}, log)
     try:
         wait_until_listening(address, process)
-        yield PartyManagement(address, config, process)
-    finally:
+    except BaseException:
         process.stop(timeout=20)
+        raise
+    return PartyManagement(address, config, process)

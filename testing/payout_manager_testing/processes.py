@@ -44,10 +44,17 @@ class Process:
         return self.log_path.read_text(errors="replace")
 
     def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 30.0) -> int:
+        """Sends `sig` and returns the exit code; TimeoutError with the output's end if the process
+        did not exit within `timeout` seconds (it is killed then)."""
         if self.popen.poll() is None:
             self.popen.send_signal(sig)
         try:
             code = self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            tail = "\n".join(self.output().splitlines()[-40:])
+            raise TimeoutError(
+                f"{self.popen.args!r} did not exit within {timeout:.0f} s of {sig.name}:\n{tail}"
+            ) from None
         finally:
             if self.popen.poll() is None:
                 self.popen.kill()

@@ -141,5 +141,5 @@ def start_serve(
     yield start
     for served in started:
         # Process.stop kills what is still running after the timeout; the test has said why.
-        with contextlib.suppress(subprocess.TimeoutExpired):
+        with contextlib.suppress(TimeoutError):
             served.stop(timeout=10)
