@@ -16,6 +16,11 @@ behind a later event of the same payout. Should a message fail anyway (refused a
 fatal producer error), only each payout's acknowledged prefix is cleared; that payout is held back
 with a backoff of its own (`Holds`) while the others flow, and its rest is produced again, in
 order, by a fresh producer.
+
+Durability: the topic the relay creates on three brokers or more keeps three replicas with
+`min.insync.replicas=2` (`topic_replication`), and with `acks=all` a delivery report says OK only
+once two brokers hold the event: a row leaves the outbox only when losing any one broker cannot
+lose it.
 """
 
 from __future__ import annotations
