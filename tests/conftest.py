@@ -12,11 +12,12 @@ import pytest
 from hypothesis import settings as hypothesis_settings
 from support.serving import start_serve  # noqa: F401 (a fixture: importing it here registers it)
 
+from local_stack.kafka import LocalKafkaCluster
 from local_stack.postgres import LocalPostgres, create_database
 from payout_manager.proto.accounter.v1 import accounter_pb2_grpc
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2_grpc
 from payout_manager_testing.components import party_management as kit_party_management
-from payout_manager_testing.kafka import TestKafka, session_kafka
+from payout_manager_testing.kafka import TestKafka, local_kafka_cluster, session_kafka
 from payout_manager_testing.kafka import chosen_source as chosen_kafka_source
 from payout_manager_testing.postgres import (
     TEST_DATABASE,
@@ -68,6 +69,24 @@ def kafka() -> Iterator[TestKafka]:
     """The Kafka every test shares, started on first use (chosen by payout_manager_testing.kafka)."""
     with session_kafka() as broker:
         yield broker
+
+
+@pytest.fixture(scope="module")
+def module_kafka_cluster() -> Iterator[LocalKafkaCluster]:
+    """A three-broker cluster for one module's tests: three JVMs are too heavy to keep for a session."""
+    with local_kafka_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def kafka_cluster(module_kafka_cluster: LocalKafkaCluster) -> LocalKafkaCluster:
+    """The module's cluster with every broker running and every replica in sync, whatever the test
+    before took down."""
+    for index, broker in enumerate(module_kafka_cluster.brokers):
+        if not broker.running:
+            module_kafka_cluster.restart(index)
+    module_kafka_cluster.wait_until_replicated()
+    return module_kafka_cluster
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,14 @@ from pathlib import Path
 import pytest
 
 from local_stack.certificates import Authority
-from local_stack.kafka import KAFKA_VERSION, BrokerCertificate, LocalKafka, broker_answers, java_available
+from local_stack.kafka import (
+    KAFKA_VERSION,
+    BrokerCertificate,
+    LocalKafka,
+    LocalKafkaCluster,
+    broker_answers,
+    java_available,
+)
 from payout_manager_testing.postgres import docker_engine_answers
 
 TEST_KAFKA_VARIABLE = "PM_TEST_KAFKA_BOOTSTRAP_SERVERS"
@@ -93,17 +100,38 @@ def session_kafka() -> Iterator[TestKafka]:
 
 
 @contextmanager
-def _local_kafka() -> Iterator[TestKafka]:
+def _scratch(prefix: str) -> Iterator[Path]:
     # Like PostgreSQL's, not under pytest's basetemp, which a concurrent run may reset.
-    scratch = Path(tempfile.mkdtemp(prefix="pm-test-kafka-"))
+    scratch = Path(tempfile.mkdtemp(prefix=prefix))
     try:
+        yield scratch
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+@contextmanager
+def _local_kafka() -> Iterator[TestKafka]:
+    with _scratch("pm-test-kafka-") as scratch:
         broker = LocalKafka.start(scratch / "data")
         try:
             yield TestKafka(KafkaSource.LOCAL, broker.bootstrap_servers, broker.stop, broker.restart)
         finally:
             broker.stop()
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+
+
+@contextmanager
+def local_kafka_cluster() -> Iterator[LocalKafkaCluster]:
+    """Three brokers of their own (Apache Kafka on this JDK, whatever the session's Kafka), one
+    process each, in one KRaft quorum; stopped, and their data removed, at the end. Skips the test
+    without java."""
+    if not java_available():
+        pytest.skip("java (and mvn, until the jars are cached) needed for a local Kafka cluster")
+    with _scratch("pm-test-kafka-cluster-") as scratch:
+        cluster = LocalKafkaCluster.start(scratch / "data")
+        try:
+            yield cluster
+        finally:
+            cluster.stop()
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
-"""The local Kafka launcher and the tests' Kafka (payout_manager_testing.kafka), on real brokers."""
+"""The local Kafka launcher, a broker and a three-broker cluster, and the tests' Kafka
+(payout_manager_testing.kafka), on real brokers."""
 
 from __future__ import annotations
 
+import fcntl
 import socket
 import time
 import uuid
@@ -14,12 +16,15 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, Message, Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
+from support.topics import topic_configs
 
 from local_stack.kafka import (
     KAFKA_VERSION,
+    LOCK_FILE,
     POM,
     BrokerCertificate,
     LocalKafka,
+    LocalKafkaCluster,
     LocalKafkaError,
     ensure_jars,
     java_available,
@@ -280,3 +285,72 @@ def test_a_broker_without_tls_has_no_secured_listener_to_name(tmp_path: Path) ->
         _ = broker.ssl_bootstrap_servers
     with pytest.raises(LocalKafkaError, match="no SASL_SSL listener"):
         _ = broker.sasl_ssl_bootstrap_servers
+
+
+# --- a cluster of three brokers -----------------------------------------------------------------
+
+
+@needs_java
+def test_a_cluster_that_does_not_answer_in_time_is_reported_with_each_brokers_log_and_stopped(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(LocalKafkaError, match="did not answer at") as raised:
+        LocalKafkaCluster.start(tmp_path / "cluster", timeout=0)
+
+    for node_id in (1, 2, 3):
+        broker_dir = tmp_path / "cluster" / f"broker-{node_id}"
+        assert f"last 20 lines of {broker_dir / 'kafka.log'}" in str(raised.value)
+        # No broker outlived the failed start: each would hold its data dir's lock.
+        with (broker_dir / LOCK_FILE).open("wb") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def test_three_brokers_form_one_cluster_whose_topics_keep_three_replicas_two_in_sync(
+    kafka_cluster: LocalKafkaCluster,
+) -> None:
+    servers = kafka_cluster.bootstrap_servers.split(",")
+    views = [AdminClient({"bootstrap.servers": server}).list_topics(timeout=10) for server in servers]
+    topic = create_topic(kafka_cluster.bootstrap_servers, partitions=6)
+    # A consumer group: the offsets topic is made on its first use.
+    with idempotent_producer(kafka_cluster.bootstrap_servers) as producer:
+        assert produce(producer, topic, [(b"k", b"v")]) == []
+    consume(kafka_cluster.bootstrap_servers, topic, f"pm-test-{uuid.uuid4().hex}", 1)
+    kafka_cluster.wait_until_replicated()
+
+    assert len({view.cluster_id for view in views}) == 1
+    for view in views:
+        assert sorted(f"{b.host}:{b.port}" for b in view.brokers.values()) == sorted(servers)
+        assert sorted(view.brokers) == [1, 2, 3]
+    topics = (
+        AdminClient({"bootstrap.servers": kafka_cluster.bootstrap_servers}).list_topics(timeout=10).topics
+    )
+    for name in (topic, "__consumer_offsets"):
+        assert {len(partition.replicas) for partition in topics[name].partitions.values()} == {3}
+    # A partition's leaders are spread: each broker leads some.
+    assert {partition.leader for partition in topics[topic].partitions.values()} == {1, 2, 3}
+    assert topic_configs(kafka_cluster.bootstrap_servers, topic)["min.insync.replicas"] == "2"
+
+
+def test_what_was_acknowledged_before_the_controller_was_killed_survives_and_two_brokers_take_writes(
+    kafka_cluster: LocalKafkaCluster,
+) -> None:
+    topic = create_topic(kafka_cluster.bootstrap_servers, partitions=6)
+    before = [(f"payout-{n % 10}".encode(), f"before-{n}".encode()) for n in range(100)]
+    during = [(f"payout-{n % 10}".encode(), f"during-{n}".encode()) for n in range(100)]
+    controller = kafka_cluster.active_controller()
+
+    with idempotent_producer(kafka_cluster.bootstrap_servers) as producer:
+        assert produce(producer, topic, before) == []
+        kafka_cluster.kill(kafka_cluster.index_of(controller))
+        assert produce(producer, topic, during) == []
+    assert kafka_cluster.active_controller() != controller
+    # Back, it catches up; then another broker goes, and the one that was killed serves its copies.
+    kafka_cluster.restart(kafka_cluster.index_of(controller))
+    kafka_cluster.wait_until_replicated()
+    other = next(broker for broker in kafka_cluster.brokers if broker.node_id != controller)
+    other.kill()
+    received = consume(kafka_cluster.bootstrap_servers, topic, f"pm-test-{uuid.uuid4().hex}", 200)
+
+    assert sorted(received) == sorted(before + during)
+    for key in {key for key, _ in before}:
+        assert [r for r in received if r[0] == key] == [r for r in before + during if r[0] == key]

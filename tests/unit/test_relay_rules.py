@@ -1,8 +1,9 @@
-"""What leaves the outbox after a batch: per payout, the delivered events before the first gap."""
+"""The relay's rules: what leaves the outbox after a batch (per payout, the delivered events before
+the first gap), the headers, the holds of refused payouts and the replication of a new topic."""
 
 from __future__ import annotations
 
-from payout_manager.events.relay import Holds, headers
+from payout_manager.events.relay import Holds, headers, topic_replication
 from payout_manager.events.relay import acknowledged as cleared
 from payout_manager.storage.outbox import PendingEvent
 
@@ -74,3 +75,12 @@ def test_a_published_payout_is_no_longer_held_and_starts_its_backoff_afresh() ->
 
     assert holds.ready("a") and len(holds) == 0
     assert holds.refused("a") == 0.2
+
+
+def test_a_new_topic_has_three_replicas_two_in_sync_where_three_brokers_answer_else_one_per_broker() -> None:
+    assert topic_replication(5) == (3, {"min.insync.replicas": "2"})
+    assert topic_replication(3) == (3, {"min.insync.replicas": "2"})
+    assert topic_replication(2) == (2, {})
+    assert topic_replication(1) == (1, {})
+    # No metadata's brokers: the create asks for one replica, and the broker says what is wrong.
+    assert topic_replication(0) == (1, {})
