@@ -9,7 +9,7 @@ GHZ_VERSION := v0.120.0
 BUF_VERSION := v1.75.0
 TOOLS := $(CURDIR)/.tools/bin
 
-.PHONY: run run-secure test lint proto diagrams tools bench clean
+.PHONY: run run-secure test lint proto diagrams tools bench chaos clean
 
 $(STAMP): pyproject.toml testing/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,10 @@ $(TOOLS)/buf:
 ## bench: the benchmark on this machine, on a database grown by 2 million payouts of the past, a table on stdout and resource/benchmark-throughput.png
 bench: $(STAMP) $(TOOLS)/ghz
 	$(BIN)/python -m benchmarks --preload 2000000
+
+## chaos: the mixed load for a few minutes on a primary with a synchronous standby and three brokers, while serve workers, serve, the relay leader, the primary, a broker and PartyManagement are killed in turns; exits 1 on anything lost
+chaos: $(STAMP)
+	$(BIN)/python -m benchmarks.chaos
 
 clean:
 	rm -rf $(VENV) .demo .tools

@@ -18,12 +18,12 @@ import pytest
 from confluent_kafka.admin import AdminClient
 from support import books
 from support.events import ServedWithStub, Stack, assert_complete_and_ordered, outbox_size
-from support.load import Load
 from support.payouts import confirm, create
 from support.topics import set_topic_config, topic_configs
 
 from benchmarks.measure import percentile
 from local_stack.kafka import LocalKafkaCluster
+from payout_manager_testing.load import Load
 from payout_manager_testing.topic import Record
 from payout_manager_testing.world import Shop
 
