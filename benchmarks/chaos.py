@@ -302,7 +302,7 @@ def _run(chaos: Chaos, threads: int) -> list[str]:
     world = World(accounter_pb2_grpc.AccounterStub(channel), chaos.party_management.config_path)
     shops = [world.add_shop(funds=FUNDS) for _ in range(SHOPS)]
     plans = [(world.account(), world.account()) for _ in range(PLANS)]
-    reader = TopicReader(chaos.kafka.bootstrap_servers, TOPIC)
+    reader = TopicReader(chaos.kafka.bootstrap_servers, TOPIC, quiet=True)
     load = Load([serve.address for serve in chaos.serves], shops, threads=threads, reads=True, plans=plans)
     started = time.monotonic()
     load.start()

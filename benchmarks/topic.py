@@ -39,9 +39,11 @@ class Delivery:
 class TopicReader:
     """Reads the whole topic on a thread of its own until closed; `deliveries()` in arrival order."""
 
-    def __init__(self, bootstrap_servers: str, topic: str) -> None:
+    def __init__(self, bootstrap_servers: str, topic: str, *, quiet: bool = False) -> None:
+        """`quiet`: librdkafka logs nothing (a run that kills brokers on purpose needs no word of it)."""
         self._consumer = Consumer(
             {
+                **({"log_level": 0} if quiet else {}),
                 "bootstrap.servers": bootstrap_servers,
                 "group.id": f"pm-bench-{uuid.uuid4().hex[:12]}",
                 "auto.offset.reset": "earliest",
