@@ -160,17 +160,16 @@ class Chaos:
     # --- the faults -------------------------------------------------------------------------
 
     def kill_a_worker(self) -> float:
-        serve = self.serves[0]
-        started = time.monotonic()
-        serve.kill_worker()
-        time.sleep(RESTART_DELAY)
-        serve.restart()
-        return time.monotonic() - started
+        return self._killed_and_restarted(self.serves[0], self.serves[0].kill_worker)
 
     def kill_a_parent(self) -> float:
-        serve = self.serves[1]
+        return self._killed_and_restarted(self.serves[1], self.serves[1].kill_parent)
+
+    @staticmethod
+    def _killed_and_restarted(serve: Serve, kill: Callable[[], None]) -> float:
+        """Seconds from the kill until the serve, started again after RESTART_DELAY, serves."""
         started = time.monotonic()
-        serve.kill_parent()
+        kill()
         time.sleep(RESTART_DELAY)
         serve.restart()
         return time.monotonic() - started
