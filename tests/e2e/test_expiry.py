@@ -28,6 +28,7 @@ from support.metrics import scrape, value
 from support.payouts import Stub, confirm, create, mark_paid, refusal
 from support.repeated import Repeated
 
+from benchmarks.limits import UNLIMITED
 from payout_manager import expiry
 from payout_manager.proto.accounter.v1 import accounter_pb2 as accounter_pb
 from payout_manager.proto.accounter.v1 import accounter_pb2_grpc
@@ -334,7 +335,9 @@ def test_a_backlog_of_expired_payouts_drains_at_the_relays_pace_while_creates_ke
     stack: Stack,
 ) -> None:
     # Without expiry: the shops, one template payout per shop, and the creates' latency alone.
-    setup = stack.serve(workers=1)
+    # The busy shop's creates stay UNPAID, more of them than the default service limit allows.
+    unlimited = {"PM_MAX_UNRESOLVED_PAYOUTS_PER_SHOP": str(UNLIMITED)}
+    setup = stack.serve(workers=1, env=unlimited)
     each = min(PER_SHOP, BACKLOG)
     shops = [stack.world.add_shop(funds=(each + 1) * COST) for _ in range(-(-BACKLOG // each))]
     templates = [create(setup.payouts, s.party_id, s.shop_id, PAYOUT).payout_id for s in shops]
@@ -348,7 +351,7 @@ def test_a_backlog_of_expired_payouts_drains_at_the_relays_pace_while_creates_ke
 
     # No relay (Kafka unset): the expiry fills the outbox to its bound and waits there.
     ttl = 3600  # the backlog is two days old; the payouts the test creates stay young
-    paused = stack.serve(workers=1, env=expiring(ttl, PM_KAFKA_BOOTSTRAP_SERVERS=""))
+    paused = stack.serve(workers=1, env=expiring(ttl, PM_KAFKA_BOOTSTRAP_SERVERS="", **unlimited))
     with OutboxSampler(stack.database_url) as sampler:
         wait_for(lambda: outbox_size(stack.database_url) > expiry.OUTBOX_LIMIT, 60, "the outbox fills")
         # The batch that crossed the bound ends; then nothing more is cancelled.
@@ -362,7 +365,7 @@ def test_a_backlog_of_expired_payouts_drains_at_the_relays_pace_while_creates_ke
     assert before == after < len(backlog)
 
     # With the relay: the expiry goes on as fast as the relay drains, and creates keep going.
-    resumed = stack.serve(workers=1, env=expiring(ttl))
+    resumed = stack.serve(workers=1, env=expiring(ttl, **unlimited))
     start = time.monotonic()
     with OutboxSampler(stack.database_url) as draining, Creates(resumed.payouts, busy) as during:
         wait_for(lambda: cancelled(stack.database_url, backlog) == len(backlog), 180, "the backlog expires")
