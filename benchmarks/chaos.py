@@ -112,7 +112,7 @@ class Serve:
     def restart(self) -> None:
         """Starts it again on its address once every process of the last start is gone."""
         deadline = time.monotonic() + 60
-        while _listening_pids(self.address) and time.monotonic() < deadline:
+        while _port_in_use(self.address) and time.monotonic() < deadline:
             time.sleep(0.1)
         self.process.stop(timeout=5)
         self.process = self._start()
@@ -474,7 +474,7 @@ def _pid_of_local_port(port: int) -> int | None:
     return None
 
 
-def _listening_pids(address: str) -> bool:
+def _port_in_use(address: str) -> bool:
     """Whether some process still listens on `address`'s port (a worker not gone yet)."""
     port = int(address.rpartition(":")[2])
     return _pid_of_local_port(port) is not None

@@ -16,7 +16,7 @@ from pathlib import Path
 import grpc
 import psycopg2
 import pytest
-from support.books import event_sequences
+from support.books import event_sequences, wait_until_true
 from support.events import Stack, relay_leaders, wait_for_leader
 from support.mixed import FUNDS, assert_nothing_lost, mixed_load
 from support.payouts import create, refusal
@@ -160,7 +160,7 @@ def _detach(standby_url: str, primary_url: str, timeout: float = 30.0) -> None:
         with connection.cursor() as cursor:
             cursor.execute("ALTER SYSTEM SET primary_conninfo = ''")
             cursor.execute("SELECT pg_reload_conf()")
-    _wait_for(
+    wait_until_true(
         primary_url, "SELECT count(*) = 0 FROM pg_stat_replication", timeout, "the standby still streams"
     )
 
@@ -171,21 +171,7 @@ def _wait_for_commit_waiting_on_the_standby(primary_url: str, *, sent: bool, tim
     waiting = "(SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep') = 1"
     if sent:
         waiting += " AND (SELECT min(sent_lsn) FROM pg_stat_replication) >= pg_current_wal_flush_lsn()"
-    _wait_for(primary_url, f"SELECT {waiting}", timeout, "no commit came to wait for the standby")
-
-
-def _wait_for(url: str, query: str, timeout: float, failure: str) -> None:
-    deadline = time.monotonic() + timeout
-    with closing(psycopg2.connect(url)) as connection:
-        connection.autocommit = True
-        with connection.cursor() as cursor:
-            while True:
-                cursor.execute(query)
-                if cursor.fetchone() == (True,):
-                    return
-                if time.monotonic() > deadline:
-                    raise TimeoutError(failure)
-                time.sleep(0.02)
+    wait_until_true(primary_url, f"SELECT {waiting}", timeout, "no commit came to wait for the standby")
 
 
 def _retried(call: Callable[[], pb.Payout], timeout: float = RECOVERY_LIMIT) -> pb.Payout:

@@ -19,6 +19,7 @@ import grpc
 import psycopg2
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
+from support.books import wait_until_true
 from support.events import ServedWithStub, Stack
 from support.payouts import confirm, create, refusal
 
@@ -172,12 +173,16 @@ def caught_up(primary: LocalPostgres, standby: LocalPostgres, timeout: float = 3
         cursor.execute("SELECT pg_current_wal_insert_lsn()::text")
         row = cursor.fetchone()
     assert row is not None
-    _until(standby, "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (row[0],), timeout)
+    wait_until_true(
+        standby.url, "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", timeout, "the standby lags", (row[0],)
+    )
 
 
 def pause_replay(standby: LocalPostgres) -> None:
     _execute(standby, "SELECT pg_wal_replay_pause()")
-    _until(standby, "SELECT pg_get_wal_replay_pause_state() = 'paused'", (), 30.0)
+    wait_until_true(
+        standby.url, "SELECT pg_get_wal_replay_pause_state() = 'paused'", 30.0, "replay not paused"
+    )
 
 
 def resume_replay(standby: LocalPostgres) -> None:
@@ -189,17 +194,3 @@ def _execute(server: LocalPostgres, statement: str) -> None:
         connection.autocommit = True
         with connection.cursor() as cursor:
             cursor.execute(statement)
-
-
-def _until(server: LocalPostgres, query: str, parameters: tuple[str, ...], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    with closing(psycopg2.connect(server.url)) as connection:
-        connection.autocommit = True
-        with connection.cursor() as cursor:
-            while True:
-                cursor.execute(query, parameters)
-                if cursor.fetchone() == (True,):
-                    return
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{query} did not hold on {server.data_dir}")
-                time.sleep(0.02)

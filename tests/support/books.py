@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
+from contextlib import closing
 from typing import Any, TypeVar
 
 import psycopg2
@@ -88,3 +90,20 @@ def stored_rows(database_url: str) -> tuple[int, ...]:
     connection.close()
     assert row is not None
     return tuple(int(count) for count in row)
+
+
+def wait_until_true(
+    url: str, query: str, timeout: float, failure: str, parameters: tuple[str, ...] = ()
+) -> None:
+    """Runs `query` (one boolean) on `url` every 20 ms until it returns true; TimeoutError(`failure`)."""
+    deadline = time.monotonic() + timeout
+    with closing(psycopg2.connect(dsn(url))) as connection:
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            while True:
+                cursor.execute(query, parameters)
+                if cursor.fetchone() == (True,):
+                    return
+                if time.monotonic() > deadline:
+                    raise TimeoutError(failure)
+                time.sleep(0.02)
