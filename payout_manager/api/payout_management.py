@@ -85,8 +85,11 @@ class PayoutManagementServicer:
         where = convert.payout_filter(request)
         size = validation.page_size("page_size", request.page_size)
         page = self._payouts.list(where, request.page_token, size, caller)
+        # Each payout is its latest event's snapshot, parsed by protobuf's C code: no row is turned
+        # into a model and the model into protobuf, field by field in Python.
         return pb.ListPayoutsResponse(
-            payouts=[payout_to_proto(p) for p in page.payouts], next_page_token=page.next_page_token
+            payouts=[pb.Event.FromString(p.latest_event).payout for p in page.payouts],
+            next_page_token=page.next_page_token,
         )
 
     def GetPayoutEvents(

@@ -63,6 +63,17 @@ class PartyManagement(Protocol):
     ) -> ComputedCashFlow: ...
 
 
+@dataclass(frozen=True)
+class Listed:
+    """A payout of a listing: where it sorts, and the serialized payout_manager.v1.Event of its
+    latest change, whose snapshot is the payout as stored now (its revision is the event's
+    sequence_id)."""
+
+    created_at: datetime
+    payout_id: str
+    latest_event: bytes
+
+
 class PayoutStore(Protocol):
     def get(self, payout_id: str) -> Payout | None:
         """The payout, or None."""
@@ -74,7 +85,7 @@ class PayoutStore(Protocol):
 
     def event(self, payout_id: str, sequence_id: int) -> bytes | None: ...
 
-    def list(self, where: PayoutFilter, after: Cursor | None, limit: int) -> list[Payout]:
+    def list(self, where: PayoutFilter, after: Cursor | None, limit: int) -> list[Listed]:
         """Up to `limit` payouts matching `where`, newest first, after `after`."""
         ...
 

@@ -24,6 +24,7 @@ from payout_manager.payouts.model import (
 from payout_manager.payouts.ports import (
     ComputedCashFlow,
     Cursor,
+    Listed,
     PartyManagement,
     PayoutFilter,
     PayoutStore,
@@ -52,7 +53,7 @@ class Quote:
 
 @dataclass(frozen=True)
 class Page:
-    payouts: list[Payout]
+    payouts: list[Listed]
     next_page_token: str
 
 

@@ -7,13 +7,13 @@ from datetime import datetime
 from typing import Any
 
 import psycopg2.extensions
-from sqlalchemy import Connection, Row, bindparam, literal_column, select, tuple_
+from sqlalchemy import Connection, Row, bindparam, literal_column, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from payout_manager.events.codec import event_to_proto
 from payout_manager.payouts.cash_flow import AccountType, CashFlowAccount, CashFlowPosting
 from payout_manager.payouts.model import FailureCode, Payout, PayoutEvent, PayoutFailure, PayoutStatus
-from payout_manager.payouts.ports import Cursor, PayoutFilter
+from payout_manager.payouts.ports import Cursor, Listed, PayoutFilter
 from payout_manager.storage.tables import payout, payout_event, payout_event_outbox
 
 
@@ -182,28 +182,42 @@ class Payouts:
         rows = self._connection.execute(_UNPAID_CREATED_BEFORE, {"cutoff": cutoff, "limit": limit})
         return [row.payout_id for row in rows]
 
-    def list(self, where: PayoutFilter, after: Cursor | None, limit: int) -> list[Payout]:
-        conditions = []
-        if where.party_id:
-            conditions.append(payout.c.party_id == where.party_id)
-        if where.shop_id:
-            conditions.append(payout.c.shop_id == where.shop_id)
-        if where.parties is not None:
-            conditions.append(payout.c.party_id.in_(sorted(where.parties)))
-        if where.statuses:
-            conditions.append(payout.c.status.in_([s.value for s in where.statuses]))
-        if where.created_from is not None:
-            conditions.append(payout.c.created_at >= where.created_from)
-        if where.created_to is not None:
-            conditions.append(payout.c.created_at < where.created_to)
-        if after is not None:
-            conditions.append(
-                tuple_(payout.c.created_at, payout.c.payout_id) < tuple_(after.created_at, after.payout_id)
-            )
-        rows = self._connection.execute(
-            select(payout)
-            .where(*conditions)
-            .order_by(payout.c.created_at.desc(), payout.c.payout_id.desc())
-            .limit(limit)
-        )
-        return [_payout(row) for row in rows]
+    def list(self, where: PayoutFilter, after: Cursor | None, limit: int) -> list[Listed]:
+        conditions, parameters = _listing_conditions(where, after)
+        statement = _LISTED + (f" WHERE {' AND '.join(conditions)}" if conditions else "") + _LISTED_ORDER
+        rows = self._connection.exec_driver_sql(statement, {**parameters, "limit": limit})
+        return [Listed(created_at, payout_id, bytes(payload)) for created_at, payout_id, payload in rows]
+
+
+# The listing in driver SQL, its WHERE made of the filters given: a page of 100 would otherwise
+# spend more of serve's time building and caching the statement than PostgreSQL spends running it.
+# Each payout comes with its latest event, whose snapshot is the payout (`Listed`).
+_LISTED = (
+    "SELECT p.created_at, p.payout_id, e.payload FROM payout p"
+    " JOIN payout_event e ON e.payout_id = p.payout_id AND e.sequence_id = p.revision"
+)
+_LISTED_ORDER = " ORDER BY p.created_at DESC, p.payout_id DESC LIMIT %(limit)s"
+
+
+def _listing_conditions(where: PayoutFilter, after: Cursor | None) -> tuple[list[str], dict[str, Any]]:
+    given: list[tuple[str, str, object]] = [
+        ("p.party_id = %(party_id)s", "party_id", where.party_id or None),
+        ("p.shop_id = %(shop_id)s", "shop_id", where.shop_id or None),
+        (
+            "p.party_id = ANY(%(parties)s)",
+            "parties",
+            None if where.parties is None else sorted(where.parties),
+        ),
+        ("p.status = ANY(%(statuses)s)", "statuses", [s.value for s in where.statuses] or None),
+        ("p.created_at >= %(created_from)s", "created_from", where.created_from),
+        ("p.created_at < %(created_to)s", "created_to", where.created_to),
+        (
+            "(p.created_at, p.payout_id) < (%(after_at)s, %(after_id)s)",
+            "after_at",
+            after and after.created_at,
+        ),
+    ]
+    parameters = {name: value for _, name, value in given if value is not None}
+    if after is not None:
+        parameters["after_id"] = after.payout_id
+    return [condition for condition, name, _ in given if name in parameters], parameters

@@ -47,6 +47,35 @@ def test_a_payout_created_while_paging_does_not_disturb_the_pages(payouts: Stub,
     assert second.next_page_token == ""
 
 
+def test_each_listed_payout_is_the_payout_as_get_payout_answers_it(payouts: Stub, world: World) -> None:
+    # The listing serves each payout's latest event snapshot: after every kind of change, that
+    # must be, field by field, the payout GetPayout builds from its row.
+    shop = world.add_shop(funds=1_000_000)
+    unpaid = create(payouts, shop.party_id, shop.shop_id, 100, metadata={"order": "A-1"})
+    paid = payouts.MarkPayoutPaid(
+        pb.MarkPayoutPaidRequest(payout_id=create(payouts, shop.party_id, shop.shop_id, 200).payout_id)
+    )
+    confirmed = confirm(payouts, paid.payout_id)
+    reverted = cancel(
+        payouts,
+        confirm(payouts, create(payouts, shop.party_id, shop.shop_id, 300).payout_id).payout_id,
+        "returned",
+    )
+    failed = fail(payouts, create(payouts, shop.party_id, shop.shop_id, 400).payout_id)
+
+    listed = list_all(payouts, pb.ListPayoutsRequest(party_id=shop.party_id, shop_id=shop.shop_id))
+
+    assert [(p.payout_id, p.status) for p in listed] == [
+        (failed.payout_id, pb.PAYOUT_STATUS_FAILED),
+        (reverted.payout_id, pb.PAYOUT_STATUS_CANCELLED),
+        (confirmed.payout_id, pb.PAYOUT_STATUS_CONFIRMED),
+        (unpaid.payout_id, pb.PAYOUT_STATUS_UNPAID),
+    ]
+    assert [p.revision for p in listed] == [2, 3, 3, 1]
+    for payout in listed:
+        assert payout == payouts.GetPayout(pb.GetPayoutRequest(payout_id=payout.payout_id))
+
+
 def test_filters_by_status_and_creation_time(payouts: Stub, world: World) -> None:
     shop = world.add_shop(funds=1_000_000)
     unpaid = create(payouts, shop.party_id, shop.shop_id, 100)

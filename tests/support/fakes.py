@@ -20,7 +20,7 @@ from payout_manager.errors import Reason, Refusal
 from payout_manager.events.codec import event_to_proto
 from payout_manager.payouts.cash_flow import CashFlowPosting
 from payout_manager.payouts.model import UNRESOLVED, Accounting, Payout, PayoutEvent
-from payout_manager.payouts.ports import Cursor, PayoutFilter, UnitOfWork
+from payout_manager.payouts.ports import Cursor, Listed, PayoutFilter, UnitOfWork
 
 T = TypeVar("T")
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
@@ -54,7 +54,7 @@ class MemoryPayouts:
         found = [e for e in self.stored_events.get(payout_id, []) if e.sequence_id == sequence_id]
         return event_to_proto(found[0]).SerializeToString() if found else None
 
-    def list(self, where: PayoutFilter, after: Cursor | None, limit: int) -> list[Payout]:
+    def list(self, where: PayoutFilter, after: Cursor | None, limit: int) -> list[Listed]:
         newest_first = sorted(self.payouts.values(), key=lambda p: (p.created_at, p.payout_id), reverse=True)
         matching = [
             p
@@ -65,7 +65,12 @@ class MemoryPayouts:
             and (not where.statuses or p.status in where.statuses)
             and (after is None or (p.created_at, p.payout_id) < (after.created_at, after.payout_id))
         ]
-        return matching[:limit]
+        return [Listed(p.created_at, p.payout_id, self._latest_event(p)) for p in matching[:limit]]
+
+    def _latest_event(self, payout: Payout) -> bytes:
+        event = self.event(payout.payout_id, payout.revision)
+        assert event is not None, f"{payout.payout_id} has no event of revision {payout.revision}"
+        return event
 
 
 @dataclass
