@@ -20,6 +20,9 @@ _PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://[^:/@\s]*):[^@/\s]*@", r
 
 def masked(text: str) -> str:
     """`text` with the password of every URL in it replaced by ***."""
+    # The pattern needs "://"; without it the search would try a scheme at every letter.
+    if "://" not in text:
+        return text
     return _PASSWORD.sub(r"\g<scheme>:***@", text)
 
 
