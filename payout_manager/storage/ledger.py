@@ -54,19 +54,26 @@ _TOTALS = text(
     """
 )
 
-# Per account, each slot's last balance at :at, summed; slots made after :at add nothing.
-_TOTAL_AT = text(
+# The account, with each slot's last balance at :at summed (slots made after :at add nothing), in
+# one statement: no row when the account does not exist.
+_ACCOUNT_AT = text(
     """
-    SELECT coalesce(sum(b.own_amount), 0) AS own_amount,
-           coalesce(sum(b.min_available_amount), 0) AS min_available_amount,
-           coalesce(sum(b.max_available_amount), 0) AS max_available_amount
-    FROM account_slot s
+    SELECT a.id, a.currency, a.description, a.created_at, t.own_amount, t.min_available_amount,
+           t.max_available_amount
+    FROM account a
     CROSS JOIN LATERAL (
-        SELECT own_amount, min_available_amount, max_available_amount FROM account_balance
-        WHERE account_id = s.account_id AND slot = s.slot AND at <= :at
-        ORDER BY at DESC, id DESC LIMIT 1
-    ) b
-    WHERE s.account_id = :id
+        SELECT coalesce(sum(b.own_amount), 0) AS own_amount,
+               coalesce(sum(b.min_available_amount), 0) AS min_available_amount,
+               coalesce(sum(b.max_available_amount), 0) AS max_available_amount
+        FROM account_slot s
+        CROSS JOIN LATERAL (
+            SELECT own_amount, min_available_amount, max_available_amount FROM account_balance
+            WHERE account_id = s.account_id AND slot = s.slot AND at <= :at
+            ORDER BY at DESC, id DESC LIMIT 1
+        ) b
+        WHERE s.account_id = a.id
+    ) t
+    WHERE a.id = :id
     """
 )
 
@@ -250,20 +257,19 @@ class Ledger:
             if account_id not in found:
                 raise Refusal(Reason.ACCOUNT_NOT_FOUND, f"account {account_id} does not exist")
             return found[account_id]
-        row = self._connection.execute(select(account).where(account.c.id == account_id)).first()
+        row = self._connection.execute(_ACCOUNT_AT, {"id": account_id, "at": at}).first()
         if row is None:
             raise Refusal(Reason.ACCOUNT_NOT_FOUND, f"account {account_id} does not exist")
         if row.created_at > at:
             raise Refusal(Reason.ACCOUNT_NOT_FOUND, f"account {account_id} did not exist at {at.isoformat()}")
-        past = self._connection.execute(_TOTAL_AT, {"id": account_id, "at": at}).one()
         return Account(
             id=row.id,
             currency=row.currency,
             description=row.description,
             creation_time=row.created_at,
-            own_amount=_in_int64(account_id, past.own_amount),
-            min_available_amount=_in_int64(account_id, past.min_available_amount),
-            max_available_amount=_in_int64(account_id, past.max_available_amount),
+            own_amount=_in_int64(account_id, row.own_amount),
+            min_available_amount=_in_int64(account_id, row.min_available_amount),
+            max_available_amount=_in_int64(account_id, row.max_available_amount),
         )
 
     def replayed_until(self) -> datetime | None:
