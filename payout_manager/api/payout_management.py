@@ -9,7 +9,7 @@ import grpc
 from payout_manager.access.caller import Caller
 from payout_manager.api import convert
 from payout_manager.errors import FieldViolation, invalid
-from payout_manager.events.codec import payout_to_proto, posting_to_proto
+from payout_manager.events.codec import payout_to_proto, posting_to_proto, snapshot
 from payout_manager.payouts import validation
 from payout_manager.payouts.service import PayoutService
 from payout_manager.proto.payout_manager.v1 import payout_manager_pb2 as pb
@@ -44,7 +44,7 @@ class PayoutManagementServicer:
             raise invalid([FieldViolation("revision", "must be 0 (the latest) or a positive revision")])
         if request.revision == 0:
             return payout_to_proto(self._payouts.get(request.payout_id, caller))
-        return pb.Event.FromString(self._payouts.event(request.payout_id, request.revision, caller)).payout
+        return snapshot(self._payouts.event(request.payout_id, request.revision, caller))
 
     def ConfirmPayout(
         self, request: pb.ConfirmPayoutRequest, caller: Caller, context: grpc.ServicerContext
@@ -88,7 +88,7 @@ class PayoutManagementServicer:
         # Each payout is its latest event's snapshot, parsed by protobuf's C code: no row is turned
         # into a model and the model into protobuf, field by field in Python.
         return pb.ListPayoutsResponse(
-            payouts=[pb.Event.FromString(p.latest_event).payout for p in page.payouts],
+            payouts=[snapshot(p.latest_event) for p in page.payouts],
             next_page_token=page.next_page_token,
         )
 

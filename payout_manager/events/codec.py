@@ -108,6 +108,11 @@ def _payout_to_proto(payout: Payout) -> pb.Payout:
     )
 
 
+def snapshot(payload: bytes) -> pb.Payout:
+    """The payout in a stored event (its serialized payout_manager.v1.Event) as of that event."""
+    return pb.Event.FromString(payload).payout
+
+
 def event_to_proto(event: PayoutEvent) -> pb.Event:
     snapshot = payout_to_proto(event.payout)
     change = pb.PayoutChange()

@@ -200,24 +200,29 @@ _LISTED_ORDER = " ORDER BY p.created_at DESC, p.payout_id DESC LIMIT %(limit)s"
 
 
 def _listing_conditions(where: PayoutFilter, after: Cursor | None) -> tuple[list[str], dict[str, Any]]:
-    given: list[tuple[str, str, object]] = [
-        ("p.party_id = %(party_id)s", "party_id", where.party_id or None),
-        ("p.shop_id = %(shop_id)s", "shop_id", where.shop_id or None),
-        (
-            "p.party_id = ANY(%(parties)s)",
-            "parties",
-            None if where.parties is None else sorted(where.parties),
-        ),
-        ("p.status = ANY(%(statuses)s)", "statuses", [s.value for s in where.statuses] or None),
-        ("p.created_at >= %(created_from)s", "created_from", where.created_from),
-        ("p.created_at < %(created_to)s", "created_to", where.created_to),
-        (
-            "(p.created_at, p.payout_id) < (%(after_at)s, %(after_id)s)",
-            "after_at",
-            after and after.created_at,
-        ),
-    ]
-    parameters = {name: value for _, name, value in given if value is not None}
+    conditions: list[str] = []
+    parameters: dict[str, Any] = {}
+
+    def given(condition: str, **values: Any) -> None:
+        conditions.append(condition)
+        parameters.update(values)
+
+    if where.party_id:
+        given("p.party_id = %(party_id)s", party_id=where.party_id)
+    if where.shop_id:
+        given("p.shop_id = %(shop_id)s", shop_id=where.shop_id)
+    if where.parties is not None:
+        given("p.party_id = ANY(%(parties)s)", parties=sorted(where.parties))
+    if where.statuses:
+        given("p.status = ANY(%(statuses)s)", statuses=[s.value for s in where.statuses])
+    if where.created_from is not None:
+        given("p.created_at >= %(created_from)s", created_from=where.created_from)
+    if where.created_to is not None:
+        given("p.created_at < %(created_to)s", created_to=where.created_to)
     if after is not None:
-        parameters["after_id"] = after.payout_id
-    return [condition for condition, name, _ in given if name in parameters], parameters
+        given(
+            "(p.created_at, p.payout_id) < (%(after_at)s, %(after_id)s)",
+            after_at=after.created_at,
+            after_id=after.payout_id,
+        )
+    return conditions, parameters
